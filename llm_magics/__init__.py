@@ -72,4 +72,11 @@ def tokenize(text: str, name: str | None = None) -> list[Any]:
     return tokenize_text(_current_entry(name).tokenizer, text)
 
 
-__all__ = ["__version__", "get_entry", "get_model", "load_ipython_extension", "tokenize", "unload_ipython_extension"]
+__all__ = [
+    "__version__",
+    "get_entry",
+    "get_model",
+    "load_ipython_extension",
+    "tokenize",
+    "unload_ipython_extension",
+]

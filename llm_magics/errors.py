@@ -9,6 +9,7 @@
     ├── InsufficientMemory       the estimate says the load will not fit
     ├── ModelLoadFailed          transformers refused the files (corrupt, unsupported architecture)
     ├── GenerationFailed         generation raised (out of memory, a model bug)
+    ├── GenerationInterrupted    the stop button ended a reply early (the partial reply is kept)
     └── ConversationFileInvalid  `%llm_history --load` of a file that is not a conversation
 
 Unexpected bugs are not wrapped: they keep their full traceback.
@@ -55,6 +56,13 @@ class ModelLoadFailed(LlmMagicsError):
 
 class GenerationFailed(LlmMagicsError):
     """Raised when generation itself fails; nothing is added to the conversation."""
+
+
+class GenerationInterrupted(LlmMagicsError):
+    """Raised after a reply was cut short by an interrupt; the partial reply is shown and kept.
+
+    An error rather than a quiet return, so that "Run all" stops at this cell as at any interrupt.
+    """
 
 
 class ConversationFileInvalid(LlmMagicsError):

@@ -83,7 +83,9 @@ class ModelRegistry:
         """The named entry, or the active one when name is None."""
         if name is None:
             if self.active_name is None:
-                raise NotLoaded("No model is loaded. Run %llm_load first (with no argument for the bundled default).")
+                raise NotLoaded(
+                    "No model is loaded. Run %llm_load first (with no argument for the bundled default)."
+                )
             name = self.active_name
         try:
             return self._entries[name]
@@ -117,8 +119,22 @@ class ModelRegistry:
 
 
 def release_memory() -> None:
-    """Collect garbage and hand cached CUDA blocks back to the driver."""
+    """Collect garbage, hand cached CUDA blocks back to the driver and freed heap back to the OS."""
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    # glibc keeps freed blocks in its arenas, so without this an unloaded model's memory stays
+    # in the process (RSS) even though it is free. Elsewhere (macOS, musl) this is a no-op.
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -63,7 +63,9 @@ def gpt2_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer, gpt2_tokenizer) -> dict[str, Path]:
+def tiny_models(
+    tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer, gpt2_tokenizer
+) -> dict[str, Path]:
     """Folders of tiny random-weight models, one per family: `tiny_models["llama"]` etc.
 
     Llama, Mistral and Qwen2 use SmolLM2's tokenizer (so they have a chat template);

@@ -49,16 +49,18 @@ def byte_bpe_tokenizer(vocab_size: int = 400):
 
 
 def tiny_config(family: str, vocab_size: int, *, bos_token_id: int = 0, eos_token_id: int = 0):
-    """A 2-layer, 32-wide config of the family: a real architecture in well under a megabyte."""
+    """A 2-layer, 64-wide config of the family: a real architecture, yet tiny.
+
+    64 is the smallest width bitsandbytes 4-bit quantizes on CPU (its block size)."""
     from transformers import AutoConfig
 
     common = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
     if family == "gpt2":
-        return AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
+        return AutoConfig.for_model("gpt2", n_embd=64, n_layer=2, n_head=4, n_positions=256, **common)
     return AutoConfig.for_model(
         family,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -22,7 +22,6 @@ def test_load_ext_imports_neither_torch_nor_transformers():
 
 def test_magics_are_registered(shell):
     line = shell.magics_manager.magics["line"]
-    cell = shell.magics_manager.magics["cell"]
     for name in ("llm_load", "llm_list", "llm_use", "llm_unload"):
         assert name in line
 

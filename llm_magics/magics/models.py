@@ -1,0 +1,185 @@
+"""%llm_load, %llm_list, %llm_use, %llm_unload: the session's models."""
+
+from __future__ import annotations
+
+from IPython.core.magic import line_magic
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool, Enum, Unicode
+
+from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
+from ..display.notice import Notice, StatusLine
+from ..errors import InvalidOption
+from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
+from ._base import SessionMagics
+
+
+class ModelMagics(SessionMagics):
+    default_quant = Enum(
+        list(QUANT_MODES), default_value="none", help="Quantization when %llm_load gets no --quant."
+    ).tag(config=True)
+    default_dtype = Enum(
+        list(DTYPES),
+        default_value="auto",
+        help="dtype when %llm_load gets no --dtype; auto picks bfloat16 or float16 for the hardware.",
+    ).tag(config=True)
+    default_device_map = Unicode(
+        None,
+        allow_none=True,
+        help="device_map when %llm_load gets no --device-map (None: auto on CUDA, else cpu).",
+    ).tag(config=True)
+    check_memory = Bool(
+        True, help="Refuse loads whose estimate exceeds free memory (override once with --force)."
+    ).tag(config=True)
+
+    @magic_arguments()
+    @argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="Hub id, local folder, .gguf file or alias (default: smollm2-135m).",
+    )
+    @argument("--quant", default=None, help="none, 4bit (nf4 + double quantization) or 8bit (LLM.int8).")
+    @argument("--dtype", default=None, help="auto, float32, bfloat16 or float16.")
+    @argument("--device-map", default=None, help='Passed to transformers, e.g. "auto", "cpu", "cuda:0".')
+    @argument(
+        "--as", dest="name", default=None, help="Registry name (default: alias, or last part of id/folder)."
+    )
+    @argument("--revision", default=None, help="Hub branch, tag or commit.")
+    @argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="Run code from the model repository (off by default).",
+    )
+    @argument("--estimate", action="store_true", help="Show the memory table for each mode; load nothing.")
+    @argument("--force", action="store_true", help="Load even when the estimate says it will not fit.")
+    @argument("--reload", action="store_true", help="Load again even if NAME is already loaded.")
+    @argument("--tokenizer-only", action="store_true", help="Load only the tokenizer (enough for %%tokens).")
+    @line_magic
+    def llm_load(self, line: str = "") -> None:
+        """Load an open causal LM into this session and make it the active model.
+
+        Examples::
+
+            %llm_load                                   # the bundled SmolLM2-135M-Instruct
+            %llm_load HuggingFaceTB/SmolLM2-360M-Instruct --quant 4bit
+            %llm_load ./my-model --dtype bfloat16 --as mine
+            %llm_load meta-llama/Llama-3.2-1B --estimate   # memory table, no weights
+            %llm_load gpt2 --tokenizer-only
+
+        The first load of the bundled model converts its GGUF once into a cache folder
+        ($LLM_MAGICS_CACHE_DIR, else ~/.cache/llm_magics); later loads take about a second.
+        """
+        from .. import loading
+
+        args = parse_argstring(self.llm_load, line)
+        source = loading.resolve_source(_unquote(args.model))
+        plan = loading.plan_load(
+            source,
+            quantization=args.quant or self.default_quant,
+            dtype=args.dtype or self.default_dtype,
+            device_map=args.device_map or self.default_device_map,
+            name=args.name,
+            revision=args.revision,
+            trust_remote_code=args.trust_remote_code,
+            tokenizer_only=args.tokenizer_only,
+        )
+        if args.estimate:
+            if args.tokenizer_only:
+                raise InvalidOption(
+                    "--estimate is about weights; it has nothing to say with --tokenizer-only."
+                )
+            _show(EstimateTable(loading.estimate_memory(plan)))
+            return
+        if plan.name in self.registry and not args.reload:
+            loaded = self.registry.get(plan.name)
+            _show(
+                Notice(
+                    f"{plan.name} is already loaded ({_describe(loaded)}); nothing changed. "
+                    f"Add --reload to load it again, or --as NAME to keep a second copy.",
+                    "warning",
+                )
+            )
+            return
+        if plan.trust_remote_code:
+            _show(Notice(TRUST_REMOTE_CODE_NOTICE, "warning"))
+        status = StatusLine(f"Loading {plan.name}")
+        entry = loading.load_model(
+            plan, check_memory=self.check_memory and not args.force, progress=status.update
+        )
+        # The new entry replaces an old one of the same name only once it loaded: a failed
+        # --reload leaves the session as it was.
+        if plan.name in self.registry:
+            self.registry.unload(plan.name)
+        self.registry.add(entry)
+        status.replace_with(ModelCard(entry))
+
+    @line_magic
+    def llm_list(self, line: str = "") -> None:
+        """Show the loaded models: name, source, quantization, dtype, device, footprint; * marks the active one."""
+        if line.strip():
+            raise InvalidOption("%llm_list takes no arguments.")
+        _show(RegistryTable(list(self.registry), self.registry.active_name))
+
+    @magic_arguments()
+    @argument("name", help="A loaded model's name (see %%llm_list).")
+    @line_magic
+    def llm_use(self, line: str = "") -> None:
+        """Make a loaded model the active one, used when a magic gets no NAME.
+
+        Example::
+
+            %llm_use smollm2-135m
+        """
+        args = parse_argstring(self.llm_use, line)
+        entry = self.registry.use(_unquote(args.name) or "")
+        _show(Notice(f"{entry.name} is now the active model.", "success"))
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None, help="The model to unload (default: the active one).")
+    @argument("--all", action="store_true", help="Unload every model.")
+    @line_magic
+    def llm_unload(self, line: str = "") -> None:
+        """Free a model's memory (its conversation and cache go with it).
+
+        Examples::
+
+            %llm_unload smollm2-135m
+            %llm_unload --all
+        """
+        args = parse_argstring(self.llm_unload, line)
+        if args.all and args.name:
+            raise InvalidOption("Give a NAME or --all, not both.")
+        if args.all and len(self.registry) == 0:
+            _show(Notice("Nothing to unload: no models are loaded."))
+            return
+        report = self.registry.unload(_unquote(args.name), everything=args.all)
+        active = self.registry.active_name
+        _show(
+            Notice(
+                f"Unloaded {', '.join(report.names)}, freeing about {format_bytes(report.freed_bytes)}."
+                + (f" Active model: {active}." if active else " No models are loaded now."),
+                "success",
+            )
+        )
+
+
+def _show(obj: object) -> None:
+    from IPython.display import display
+
+    display(obj)
+
+
+def _unquote(text: str | None) -> str | None:
+    if text is not None and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def _describe(entry: object) -> str:
+    from ..registry import ModelEntry
+
+    assert isinstance(entry, ModelEntry)
+    if entry.tokenizer_only:
+        return "tokenizer only"
+    quant = "no quantization" if entry.quantization == "none" else entry.quantization
+    return f"{entry.dtype}, {quant}"

@@ -1,0 +1,253 @@
+"""The loading core without IPython: resolving MODEL, choosing dtypes, estimating memory, loading."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm_magics import loading
+from llm_magics.errors import (
+    HubUnreachable,
+    InsufficientMemory,
+    InvalidOption,
+    ModelLoadFailed,
+    ModelNotFound,
+    QuantizationUnavailable,
+)
+from llm_magics.loading import Hardware, choose_compute_dtype, plan_load, resolve_source
+
+CPU = Hardware("cpu")
+
+
+# ------------------------------------------------------------------ resolving MODEL
+
+
+def test_no_model_means_the_bundled_gguf(bundled_gguf):
+    source = resolve_source(None)
+    assert (source.kind, source.name, source.path, source.bundled) == (
+        "gguf",
+        "smollm2-135m",
+        bundled_gguf,
+        True,
+    )
+    assert resolve_source("SmolLM2-135M").path == bundled_gguf
+
+
+def test_alias_falls_back_to_the_hub_id_without_the_bundled_package(monkeypatch):
+    monkeypatch.setattr(loading, "bundled_gguf_path", lambda: None)
+    source = resolve_source(None)
+    assert (source.kind, source.hub_id, source.name) == (
+        "hub",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "smollm2-135m",
+    )
+
+
+def test_folder_gguf_file_and_hub_id(tiny_models, bundled_gguf):
+    folder = resolve_source(str(tiny_models["qwen2"]))
+    assert (folder.kind, folder.name) == ("folder", "tiny-qwen2")
+    gguf = resolve_source(str(bundled_gguf))
+    assert (gguf.kind, gguf.name) == ("gguf", "SmolLM2-135M-Instruct.Q4_1")
+    hub = resolve_source("Qwen/Qwen2.5-0.5B-Instruct")
+    assert (hub.kind, hub.hub_id, hub.name) == ("hub", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("./does-not-exist", "No such file or folder"),
+        ("/tmp/nowhere/model.gguf", "No such file or folder"),
+        ("not a model!", "is not a model"),
+    ],
+)
+def test_unloadable_names_say_why(text, expected):
+    with pytest.raises(ModelNotFound, match=expected):
+        resolve_source(text)
+
+
+def test_folder_without_config_and_non_gguf_file(tmp_path):
+    with pytest.raises(ModelNotFound, match="no config.json"):
+        resolve_source(str(tmp_path))
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hi")
+    with pytest.raises(ModelNotFound, match="not a .gguf"):
+        resolve_source(str(text_file))
+
+
+# ------------------------------------------------------------------ dtypes for the hardware
+
+
+@pytest.mark.parametrize(
+    ("hardware", "dtype"),
+    [
+        (Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4"), "float16"),
+        (Hardware("cuda", cuda_capability=(8, 0), cuda_name="A100"), "bfloat16"),
+        (Hardware("cuda", cuda_capability=(9, 0), cuda_name="H200"), "bfloat16"),
+        (Hardware("cpu", cpu_bf16=True), "bfloat16"),
+        (Hardware("cpu", cpu_bf16=False), "float32"),
+        (Hardware("mps"), "float16"),
+    ],
+)
+def test_compute_dtype_follows_the_hardware(hardware, dtype):
+    assert choose_compute_dtype(hardware)[0] == dtype
+
+
+def test_t4_gets_float16_even_if_torch_claims_bf16_support():
+    plan = plan_load(
+        resolve_source(None), quantization="4bit", hardware=Hardware("cuda", cuda_capability=(7, 5))
+    )
+    assert plan.dtype == "float16"
+    assert plan.device_map == "auto"
+    assert "7.5" in plan.dtype_reason
+
+
+def test_explicit_dtype_wins_and_cpu_gets_a_cpu_map():
+    plan = plan_load(resolve_source(None), dtype="float32", hardware=Hardware("cpu", cpu_bf16=True))
+    assert (plan.dtype, plan.device_map) == ("float32", "cpu")
+
+
+def test_quantization_config_is_the_tutorials():
+    import torch
+
+    plan = plan_load(
+        resolve_source(None), quantization="4bit", hardware=Hardware("cuda", cuda_capability=(8, 6))
+    )
+    config = loading.quantization_config(plan)
+    assert config.load_in_4bit and not config.load_in_8bit
+    assert config.bnb_4bit_quant_type == "nf4"
+    assert config.bnb_4bit_use_double_quant is True
+    assert config.bnb_4bit_compute_dtype == torch.bfloat16
+    eight = loading.quantization_config(plan_load(resolve_source(None), quantization="8bit", hardware=CPU))
+    assert eight.load_in_8bit and not eight.load_in_4bit
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"quantization": "3bit"}, "Unknown --quant"),
+        ({"dtype": "float8"}, "Unknown --dtype"),
+        ({"name": "has space"}, "--as"),
+    ],
+)
+def test_bad_options(kwargs, message):
+    with pytest.raises(InvalidOption, match=message):
+        plan_load(resolve_source(None), hardware=CPU, **kwargs)
+
+
+# ------------------------------------------------------------------ the estimate
+
+
+def _big_config_folder(tmp_path: Path, bytes_in_bf16: float) -> Path:
+    """A Llama config (no weights) whose bfloat16 weights would take about `bytes_in_bf16`."""
+    from transformers import LlamaConfig
+
+    hidden = 4096
+    per_layer = 10 * hidden * hidden  # attention 4h^2 + MLP 3 * h * 2h
+    layers = max(1, int(bytes_in_bf16 / 2 / per_layer))
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        vocab_size=32000,
+    )
+    folder = tmp_path / "big-llama"
+    config.save_pretrained(folder)
+    return folder
+
+
+def test_estimate_counts_quantizable_layers_and_orders_modes(tiny_models):
+    plan = plan_load(resolve_source(str(tiny_models["llama"])), hardware=Hardware("cpu", cpu_bf16=True))
+    estimate = loading.estimate_memory(plan)
+    sizes = [estimate.bytes_for(mode) for mode in ("float32", "16-bit", "8bit", "4bit")]
+    assert sizes == sorted(sizes, reverse=True)
+    assert 0 < estimate.quantizable < estimate.parameters
+    assert estimate.available_bytes > 0
+
+
+def test_estimate_keeps_unquantized_parts_in_float32_on_a_cpu_without_bf16(tiny_models):
+    source = resolve_source(str(tiny_models["llama"]))
+    with_bf16 = loading.estimate_memory(
+        plan_load(source, quantization="4bit", hardware=Hardware("cpu", cpu_bf16=True))
+    )
+    without = loading.estimate_memory(plan_load(source, quantization="4bit", hardware=CPU))
+    rest = without.parameters - without.quantizable
+    assert (without.rest_dtype, with_bf16.rest_dtype) == ("float32", "bfloat16")
+    assert without.bytes_for("4bit") - with_bf16.bytes_for("4bit") == 2 * rest
+
+
+def test_too_large_a_model_is_refused_with_a_suggestion(tmp_path):
+    import psutil
+
+    available = psutil.virtual_memory().available
+    folder = _big_config_folder(tmp_path, bytes_in_bf16=1.5 * available)
+    plan = plan_load(resolve_source(str(folder)), dtype="bfloat16", hardware=CPU)
+    estimate = loading.estimate_memory(plan)
+    assert estimate.bytes_for("16-bit") > available
+    with pytest.raises(
+        InsufficientMemory, match=r"needs ~[\d.]+ GB in bfloat16, [\d.]+ GB available system RAM; try --quant"
+    ):
+        loading.check_fits(plan, estimate)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def test_bitsandbytes_missing_is_one_clear_line(tiny_models, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # makes `import bitsandbytes` fail
+    plan = plan_load(resolve_source(str(tiny_models["llama"])), quantization="4bit", hardware=CPU)
+    with pytest.raises(QuantizationUnavailable, match="pip install bitsandbytes"):
+        loading.load_model(plan)
+
+
+def test_bitsandbytes_without_a_cpu_backend(tiny_models, monkeypatch):
+    import bitsandbytes
+
+    monkeypatch.setattr(bitsandbytes, "__version__", "0.42.0")
+    plan = plan_load(resolve_source(str(tiny_models["llama"])), quantization="8bit", hardware=CPU)
+    with pytest.raises(QuantizationUnavailable, match="no CPU backend"):
+        loading.load_model(plan)
+
+
+def test_hub_id_offline_fails_fast():
+    plan = plan_load(resolve_source("someone/some-model"), hardware=CPU)
+    with pytest.raises(HubUnreachable, match="HF_HUB_OFFLINE"):
+        loading.load_model(plan)
+
+
+def test_hub_unreachable_fails_in_seconds(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    plan = plan_load(resolve_source("someone/some-model"), hardware=CPU)
+    with pytest.raises(HubUnreachable, match="cannot be reached"):
+        loading.load_model(plan)
+
+
+def test_corrupt_weights_are_a_load_failure(tiny_models, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["llama"], broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(ModelLoadFailed, match="Cannot load"):
+        loading.load_model(plan_load(resolve_source(str(broken)), hardware=CPU))
+
+
+def test_config_of_an_unknown_architecture(tmp_path):
+    folder = tmp_path / "weird"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    with pytest.raises(ModelLoadFailed):
+        loading.estimate_memory(plan_load(resolve_source(str(folder)), hardware=CPU))
+
+
+def test_pad_token_is_set_from_eos(tiny_models):
+    entry = loading.load_model(plan_load(resolve_source(str(tiny_models["gpt2"])), hardware=CPU))
+    assert entry.tokenizer.pad_token == entry.tokenizer.eos_token == "<|endoftext|>"
+    assert entry.model.generation_config.pad_token_id == entry.tokenizer.eos_token_id
+    assert entry.has_chat_template is False
+    assert entry.context_length == 256

@@ -1,0 +1,342 @@
+"""%llm_load, %llm_list, %llm_use, %llm_unload as a user drives them in a shell."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import weakref
+
+import pytest
+from IPython.utils.capture import capture_output
+
+import llm_magics
+from tests.factories import FAMILIES
+
+
+def magics(shell):
+    return shell.magics_manager.registry["LlmMagics"]
+
+
+def run(shell, line: str):
+    """Run a line as a user would (errors shown, not raised) and return what was displayed."""
+    with capture_output() as captured:
+        result = shell.run_cell(line)
+    return result, captured
+
+
+def shown_text(captured) -> str:
+    return captured.stdout + "".join(out.data.get("text/plain", "") for out in captured.outputs)
+
+
+def shown_html(captured) -> str:
+    return "".join(out.data.get("text/html", "") for out in captured.outputs)
+
+
+def assert_one_line_error(result, captured, error_type: str, fragment: str):
+    """A user error: the cell fails, and what is shown is one line naming what to do."""
+    assert not result.success
+    assert type(result.error_in_exec).__name__ == error_type
+    shown = (captured.stdout + captured.stderr).strip()
+    assert "Traceback" not in shown
+    assert len(shown.splitlines()) == 1, shown
+    assert fragment in shown
+
+
+# ------------------------------------------------------------------ families, quantization, dtypes
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("quant", ["none", "4bit", "8bit"])
+def test_every_family_loads_with_every_quantization(shell, tiny_models, family, quant):
+    import torch
+
+    result, captured = run(shell, f"%llm_load {tiny_models[family]} --quant {quant} --as t")
+    assert result.success, result.error_in_exec
+    entry = magics(shell).registry.get("t")
+    layer_types = {type(m).__name__ for m in entry.model.modules()}
+    expected = {"none": None, "4bit": "Linear4bit", "8bit": "Linear8bitLt"}[quant]
+    if expected:
+        assert expected in layer_types
+        assert entry.quantization.startswith(quant)
+    else:
+        assert not layer_types & {"Linear4bit", "Linear8bitLt"}
+    # The model really runs: one forward pass gives logits over the tokenizer's vocabulary.
+    ids = entry.tokenizer("Hello there", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = entry.model(ids).logits
+    assert logits.shape[-1] == entry.model.config.vocab_size
+    assert torch.isfinite(logits.float()).all()
+    assert "Loaded t" in shown_text(captured)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_dtype_is_applied_and_shown(shell, tiny_models, dtype):
+    result, captured = run(shell, f"%llm_load {tiny_models['mistral']} --dtype {dtype}")
+    assert result.success
+    entry = magics(shell).registry.get("tiny-mistral")
+    assert str(entry.model.dtype) == f"torch.{dtype}"
+    assert entry.dtype == dtype
+    assert dtype in shown_text(captured)
+
+
+def test_card_has_the_promised_fields_in_text_and_html(shell, tiny_models):
+    _, captured = run(shell, f"%llm_load {tiny_models['qwen2']} --quant 4bit")
+    text, page = shown_text(captured), shown_html(captured)
+    for field in (
+        "name",
+        "source",
+        "parameters",
+        "dtype",
+        "quantization",
+        "device",
+        "memory footprint",
+        "load time",
+        "context length",
+        "chat template",
+        "compute dtype",
+    ):
+        assert field in text
+        assert field in page
+    assert "<script" not in page
+
+
+def test_bitsandbytes_per_layer_warnings_stay_out_of_the_notebook(shell, tiny_models, capfd):
+    import torch
+
+    run(shell, f"%llm_load {tiny_models['llama']} --quant 8bit --dtype bfloat16 --as eight")
+    model, tokenizer = llm_magics.get_model("eight")
+    with torch.no_grad():
+        model.generate(**tokenizer("Hello", return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    err = capfd.readouterr().err
+    assert "MatMul8bitLt" not in err
+    assert "gemm_4bit_forward" not in err
+
+
+# ------------------------------------------------------------------ the registry
+
+
+def test_names_active_model_list_and_use(shell, tiny_models):
+    run(shell, f"%llm_load {tiny_models['llama']}")
+    run(shell, f"%llm_load {tiny_models['gpt2']} --as small")
+    registry = magics(shell).registry
+    assert registry.names() == ["tiny-llama", "small"]
+    assert registry.active_name == "small", "the last loaded model is active"
+    _, captured = run(shell, "%llm_list")
+    text = shown_text(captured)
+    assert "tiny-llama" in text and "small" in text
+    assert [line for line in text.splitlines() if line.startswith("*")][0].split()[1] == "small"
+    result, _ = run(shell, "%llm_use tiny-llama")
+    assert result.success and registry.active_name == "tiny-llama"
+    model, tokenizer = llm_magics.get_model()
+    assert model is registry.get("tiny-llama").model
+
+
+def test_loading_a_loaded_name_is_a_no_op_unless_reload(shell, tiny_models):
+    run(shell, f"%llm_load {tiny_models['llama']} --as x")
+    first = magics(shell).registry.get("x").model
+    _, captured = run(shell, f"%llm_load {tiny_models['llama']} --as x --quant 4bit")
+    assert "already loaded" in shown_text(captured) and "--reload" in shown_text(captured)
+    assert magics(shell).registry.get("x").model is first
+    result, _ = run(shell, f"%llm_load {tiny_models['llama']} --as x --quant 4bit --reload")
+    assert result.success
+    assert magics(shell).registry.get("x").quantization.startswith("4bit")
+
+
+def test_magics_return_nothing(shell, tiny_models):
+    assert shell.run_line_magic("llm_load", f"{tiny_models['llama']}") is None
+    assert shell.run_line_magic("llm_list", "") is None
+    assert shell.run_line_magic("llm_unload", "--all") is None
+
+
+def test_tokenizer_only_load(shell, tiny_models):
+    result, captured = run(shell, f"%llm_load {tiny_models['gpt2']} --tokenizer-only --as tok")
+    assert result.success
+    entry = magics(shell).registry.get("tok")
+    assert entry.model is None and entry.tokenizer is not None
+    assert "tokenizer only" in shown_text(captured)
+
+
+def test_trust_remote_code_says_what_it_allows(shell, tiny_models):
+    _, captured = run(shell, f"%llm_load {tiny_models['llama']} --trust-remote-code")
+    assert "runs Python code from the model's repository" in shown_text(captured)
+
+
+# ------------------------------------------------------------------ freeing memory
+
+
+def test_unload_frees_the_model(shell, tiny_models):
+    run(shell, f"%llm_load {tiny_models['llama']} --as a")
+    run(shell, f"%llm_load {tiny_models['qwen2']} --as b")
+    alive = weakref.ref(magics(shell).registry.get("a").model)
+    result, captured = run(shell, "%llm_unload a")
+    assert result.success
+    assert "Unloaded a" in shown_text(captured)
+    gc.collect()
+    assert alive() is None, "the registry must hold the only reference"
+    assert magics(shell).registry.names() == ["b"]
+    run(shell, "%llm_unload --all")
+    assert len(magics(shell).registry) == 0
+
+
+def _rss() -> int:
+    import psutil
+
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+@pytest.mark.slow
+def test_unload_returns_process_memory(shell):
+    run(shell, "%llm_load --as warm")  # first load converts the GGUF and warms imports
+    run(shell, "%llm_unload warm")
+    before = _rss()
+    run(shell, "%llm_load --dtype bfloat16 --as big")
+    footprint = magics(shell).registry.get("big").footprint_bytes
+    loaded = _rss()
+    run(shell, "%llm_unload big")
+    after = _rss()
+    assert loaded - before > 0.7 * footprint, "the measurement must see the model"
+    assert after - before < 0.5 * footprint, f"{(after - before) / 1e6:.0f} MB still held after unload"
+
+
+@pytest.mark.slow
+def test_a_leaked_reference_is_caught_by_the_memory_measure(shell):
+    """The check above can fail: a reference kept outside the registry keeps the memory."""
+    run(shell, "%llm_load --as warm")
+    run(shell, "%llm_unload warm")
+    before = _rss()
+    run(shell, "%llm_load --dtype bfloat16 --as leaky")
+    leaked, _ = llm_magics.get_model("leaky")
+    footprint = magics(shell).registry.get("leaky").footprint_bytes
+    run(shell, "%llm_unload leaky")
+    assert _rss() - before > 0.7 * footprint
+    del leaked
+
+
+def test_unload_ext_frees_everything(shell, tiny_models):
+    run(shell, f"%llm_load {tiny_models['llama']}")
+    alive = weakref.ref(magics(shell).registry.get("tiny-llama").model)
+    shell.run_line_magic("unload_ext", "llm_magics")
+    gc.collect()
+    assert alive() is None
+    shell.run_line_magic("load_ext", "llm_magics")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "fragment"),
+    [
+        ("%llm_load ./no/such/folder", "ModelNotFound", "No such file or folder"),
+        ("%llm_load someone/not-cached", "HubUnreachable", "not in the local Hugging Face cache"),
+        ("%llm_load --quant 3bit", "InvalidOption", "Unknown --quant '3bit'"),
+        ("%llm_load --dtype float8", "InvalidOption", "Unknown --dtype"),
+        ("%llm_use nobody", "NotLoaded", "No model named 'nobody'"),
+        ("%llm_unload nobody", "NotLoaded", "No model named 'nobody'"),
+        ("%llm_load --estimate --tokenizer-only", "InvalidOption", "--estimate"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(shell, tiny_models, line, error, fragment):
+    run(shell, f"%llm_load {tiny_models['llama']} --as keep")
+    before = (magics(shell).registry.names(), magics(shell).registry.active_name)
+    result, captured = run(shell, line)
+    assert_one_line_error(result, captured, error, fragment)
+    assert (magics(shell).registry.names(), magics(shell).registry.active_name) == before
+
+
+def test_unknown_flag_is_a_usage_error(shell):
+    result, captured = run(shell, "%llm_load --bogus")
+    assert not result.success
+    assert type(result.error_in_exec).__name__ == "UsageError"
+    assert "Traceback" not in captured.stdout + captured.stderr
+
+
+def test_a_failed_reload_keeps_the_loaded_model(shell, tiny_models, monkeypatch):
+    run(shell, f"%llm_load {tiny_models['llama']} --as x")
+    kept = magics(shell).registry.get("x").model
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    result, captured = run(shell, f"%llm_load {tiny_models['llama']} --as x --quant 4bit --reload")
+    assert_one_line_error(result, captured, "QuantizationUnavailable", "pip install bitsandbytes")
+    assert magics(shell).registry.get("x").model is kept
+
+
+def test_too_big_a_model_is_refused_unless_forced(shell, tmp_path):
+    import psutil
+
+    from tests.test_loading import _big_config_folder
+
+    folder = _big_config_folder(tmp_path, bytes_in_bf16=1.5 * psutil.virtual_memory().available)
+    result, captured = run(shell, f"%llm_load {folder} --dtype bfloat16")
+    assert_one_line_error(result, captured, "InsufficientMemory", "try --quant")
+    assert len(magics(shell).registry) == 0
+    _, captured = run(shell, f"%llm_load {folder} --estimate")
+    assert "no" in shown_text(captured).split()
+    # With --force the estimate is skipped; this folder has no weights, which is said in one line.
+    result, captured = run(shell, f"%llm_load {folder} --dtype bfloat16 --force")
+    assert_one_line_error(result, captured, "ModelLoadFailed", "Cannot load")
+    assert len(magics(shell).registry) == 0
+
+
+# ------------------------------------------------------------------ the bundled model
+
+
+@pytest.mark.slow
+def test_bundled_default_loads_converts_once_and_answers(shell, isolated_cache):
+    import torch
+
+    result, captured = run(shell, "%llm_load")
+    assert result.success, result.error_in_exec
+    entry = magics(shell).registry.get("smollm2-135m")
+    assert entry.has_chat_template and entry.context_length == 8192
+    assert list(isolated_cache.glob("SmolLM2-135M-Instruct*/model.safetensors"))
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    inputs = entry.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        output = entry.model.generate(**inputs, max_new_tokens=20, do_sample=False)
+    reply = entry.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in reply
+
+
+@pytest.mark.slow
+def test_cached_load_in_a_fresh_kernel_does_not_convert_again(shell, isolated_cache):
+    run(shell, "%llm_load")  # makes sure the cache exists
+    code = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "ip.run_line_magic('load_ext', 'llm_magics')\n"
+        "ip.run_line_magic('llm_load', '')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Loaded smollm2-135m" in result.stdout
+    assert "converting" not in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", ["--dtype float32", "--dtype bfloat16", "--quant 8bit", "--quant 4bit"])
+def test_estimate_is_within_15_percent_of_the_measured_footprint(shell, options):
+    from llm_magics import loading
+
+    source = loading.resolve_source(None)
+    quant = options.split()[-1] if "--quant" in options else "none"
+    dtype = options.split()[-1] if "--dtype" in options else "auto"
+    plan = loading.plan_load(source, quantization=quant, dtype=dtype)
+    estimate = loading.estimate_memory(plan)
+    run(shell, f"%llm_load {options} --as measured")
+    measured = magics(shell).registry.get("measured").footprint_bytes
+    predicted = estimate.bytes_for(loading.plan_mode(plan))
+    assert abs(predicted - measured) / measured < 0.15, (predicted, measured)
+
+
+@pytest.mark.slow
+def test_estimate_shows_the_table_and_loads_nothing(shell):
+    result, captured = run(shell, "%llm_load --estimate")
+    assert result.success
+    text = shown_text(captured)
+    for mode in ("float32", "bfloat16 / float16", "8-bit", "4-bit nf4", "available system RAM", "No weights"):
+        assert mode in text
+    assert len(magics(shell).registry) == 0
