@@ -656,7 +656,7 @@ def load_model(
                 name=plan.name,
                 source=plan.source.label,
                 tokenizer=tokenizer,
-                context_length=_tokenizer_context(tokenizer),
+                context_length=_context_length(_config_or_none(plan), tokenizer),
                 has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
                 load_seconds=time.perf_counter() - started,
                 notes=notes + ["tokenizer only: no weights loaded"],
@@ -735,6 +735,14 @@ def _context_length(config: Any, tokenizer: Any) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return _tokenizer_context(tokenizer)
+
+
+def _config_or_none(plan: LoadPlan) -> Any:
+    """The config when it can be read, for facts a tokenizer alone does not know (context length)."""
+    try:
+        return load_config(plan.source, plan.revision, plan.trust_remote_code)
+    except (ModelLoadFailed, HubUnreachable):
+        return None
 
 
 def _tokenizer_context(tokenizer: Any) -> int | None:

@@ -36,6 +36,8 @@ def shell():
         yield ip
     finally:
         ip.run_line_magic("unload_ext", "llm_magics")
+        # `%config LlmMagics.x = ...` lives on the shared shell's config: undo it for the next test.
+        ip.config.pop("LlmMagics", None)
         for name in [n for n in ip.user_ns if n.startswith("_llm") or n.startswith("test_")]:
             ip.user_ns.pop(name, None)
 

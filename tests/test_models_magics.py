@@ -154,6 +154,7 @@ def test_tokenizer_only_load(shell, tiny_models):
     assert result.success
     entry = magics(shell).registry.get("tok")
     assert entry.model is None and entry.tokenizer is not None
+    assert entry.context_length == 256, "read from the config, for the context bar of %tokens"
     assert "tokenizer only" in shown_text(captured)
 
 

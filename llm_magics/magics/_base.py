@@ -10,6 +10,13 @@ from ..interpolate import interpolate
 from ..registry import ModelRegistry
 
 
+def unquote(text: str | None) -> str | None:
+    """`"a b"` -> `a b`: IPython's `parse_argstring` splits like a shell but keeps the quotes."""
+    if text is not None and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
 class SessionMagics(Magics):
     """Base of the magic groups; `LlmMagics` combines them into the one registered class.
 

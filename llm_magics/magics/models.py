@@ -10,7 +10,7 @@ from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_byte
 from ..display.notice import Notice, StatusLine
 from ..errors import InvalidOption
 from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
-from ._base import SessionMagics
+from ._base import SessionMagics, unquote
 
 
 class ModelMagics(SessionMagics):
@@ -72,7 +72,7 @@ class ModelMagics(SessionMagics):
         from .. import loading
 
         args = parse_argstring(self.llm_load, line)
-        source = loading.resolve_source(_unquote(args.model))
+        source = loading.resolve_source(unquote(args.model))
         plan = loading.plan_load(
             source,
             quantization=args.quant or self.default_quant,
@@ -131,7 +131,7 @@ class ModelMagics(SessionMagics):
             %llm_use smollm2-135m
         """
         args = parse_argstring(self.llm_use, line)
-        entry = self.registry.use(_unquote(args.name) or "")
+        entry = self.registry.use(unquote(args.name) or "")
         _show(Notice(f"{entry.name} is now the active model.", "success"))
 
     @magic_arguments()
@@ -152,7 +152,7 @@ class ModelMagics(SessionMagics):
         if args.all and len(self.registry) == 0:
             _show(Notice("Nothing to unload: no models are loaded."))
             return
-        report = self.registry.unload(_unquote(args.name), everything=args.all)
+        report = self.registry.unload(unquote(args.name), everything=args.all)
         active = self.registry.active_name
         _show(
             Notice(
@@ -167,12 +167,6 @@ def _show(obj: object) -> None:
     from IPython.display import display
 
     display(obj)
-
-
-def _unquote(text: str | None) -> str | None:
-    if text is not None and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
 
 
 def _describe(entry: object) -> str:
