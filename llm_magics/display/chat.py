@@ -178,8 +178,8 @@ class ReplyStream:
         if self.stream and self.rich:
             from IPython.display import display
 
+            # The placeholder does not start the throttle: the first token shows the moment it comes.
             self._handle = display(self.view("", "generating…", STREAMING), display_id=True)
-            self._last_update = self.clock()
         elif self.stream:
             self._write(self.prefix)
         return self

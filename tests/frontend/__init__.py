@@ -1,0 +1,1 @@
+"""Helpers for the tests that drive real front ends: nbclient kernels, JupyterLab and Chromium."""

@@ -1,0 +1,140 @@
+"""The quickstart in JupyterLab, in headless Chromium: run all cells, see the reply and the tokens.
+
+The notebook served is a copy of examples/quickstart.ipynb with a few cells appended that show
+hostile text through %tokens, a chat conversation and the reply view; a dialog opened by any of
+them fails the test. The screenshot lands in build/quickstart-jupyterlab.png.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell
+
+from tests.frontend.lab import chromium, find_chromium, jupyterlab
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "build" / "quickstart-jupyterlab.png"
+HOSTILE = "<img src=x onerror=alert(1)>"
+RUN_TIMEOUT_MS = 600_000
+
+HOSTILE_CELLS = [
+    new_markdown_cell("## Hostile text (added by tests/test_browser.py)"),
+    new_code_cell("%llm_load"),
+    new_code_cell(f"%tokens {HOSTILE}"),
+    new_code_cell(f"%%llm_chat --new --max-new-tokens 16\nRepeat exactly: {HOSTILE}"),
+    new_code_cell("%llm_history"),
+    # The reply view itself, given the text a model could produce: deterministic, unlike the model.
+    new_code_cell(f"from llm_magics.display.chat import ReplyView\nReplyView({HOSTILE!r} + ' and **bold**')"),
+    new_code_cell("%llm_unload --all\nprint('all cells ran')"),
+]
+
+
+def _notebook_with_hostile_cells(folder: Path) -> str:
+    nb = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    nb.cells.extend(HOSTILE_CELLS)
+    nbformat.validate(nb)
+    nbformat.write(nb, folder / "quickstart.ipynb")
+    return "quickstart.ipynb"
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_quickstart_runs_in_jupyterlab_and_shows_reply_and_tokens(tmp_path: Path) -> None:
+    find_chromium()  # skips (or fails under CI) before starting anything
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    name = _notebook_with_hostile_cells(root)
+    dialogs: list[str] = []
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    with jupyterlab(root, tmp_path) as lab, chromium(tmp_path / "profile") as context:
+        timings["lab started"] = time.perf_counter() - started
+        page = context.new_page()
+
+        def on_dialog(dialog) -> None:
+            dialogs.append(f"{dialog.type}: {dialog.message}")
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.goto(lab.page_url(name))
+        # Open, with its kernel started: the status bar reads "Python 3 (ipykernel) | Idle".
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+        page.get_by_text(re.compile(r"\| Idle$")).wait_for(timeout=120_000)
+        timings["notebook open"] = time.perf_counter() - started
+
+        # Focus the notebook (Run All acts on the current one), then Run → Run All Cells.
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        page.locator(".jp-InputPrompt", has_text="[*]").first.wait_for(timeout=30_000)
+
+        # The first reply streams: while its footer says "generating…" part of it is already on
+        # the page, and it grows until the final footer replaces that word.
+        streaming = page.locator(".jp-OutputArea-output .llm-magics-reply").first
+        streaming.wait_for(timeout=RUN_TIMEOUT_MS)
+        timings["first reply shown"] = time.perf_counter() - started
+        seen: list[str] = []
+        deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+        while time.monotonic() < deadline:
+            text = streaming.inner_text()
+            if not seen or text != seen[-1]:
+                seen.append(text)
+            if "generating…" not in text:
+                break
+            page.wait_for_timeout(20)
+        partial = [text for text in seen if "generating…" in text and text.replace("generating…", "").strip()]
+        assert partial, f"no partial reply was ever visible: {seen}"
+        assert "generating…" not in seen[-1]
+
+        # Then the rest: Run All stops at the first error, so wait for the last cell's output or
+        # an error.
+        done = page.locator(".jp-OutputArea-output").filter(has_text="all cells ran")
+        error = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+        done.or_(error).first.wait_for(timeout=RUN_TIMEOUT_MS)
+        timings["all cells ran"] = time.perf_counter() - started
+        assert error.count() == 0, error.first.inner_text()
+        replies = page.locator(".jp-OutputArea-output .llm-magics-reply")
+        assert replies.count() >= 3
+        first_reply = replies.first.inner_text()
+        assert len(first_reply.split()) > 3, first_reply
+        tokens = page.locator(".jp-OutputArea-output .llm-tok .t")
+        assert tokens.count() > 5
+        assert tokens.first.is_visible()
+        colour = tokens.first.evaluate("span => getComputedStyle(span).backgroundColor")
+        assert colour not in ("rgba(0, 0, 0, 0)", "transparent"), colour
+
+        # Hostile text is shown as text and never becomes an element; no dialog ever opened.
+        outputs = page.locator(".jp-OutputArea-output")
+        assert outputs.locator("img[src='x']").count() == 0
+        assert page.get_by_text(HOSTILE, exact=False).count() >= 2  # the reply view and the history
+        assert page.locator(".jp-OutputArea-output .llm-magics-reply strong").count() >= 1
+        assert dialogs == []
+
+        # The screenshot a teacher would show: from "3. Chat" down to the token view, below
+        # JupyterLab's menu and toolbar (the file browser hidden).
+        page.keyboard.press("Control+b")
+        page.wait_for_timeout(300)
+        cells = page.locator(".jp-Notebook .jp-Cell")
+        cells.filter(has_text="3. Chat").first.evaluate("cell => cell.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(500)
+        box = cells.filter(has=page.locator(".llm-tok")).first.bounding_box()
+        assert box is not None
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(
+            path=str(SCREENSHOT),
+            clip={"x": 0, "y": 0, "width": 1280, "height": box["y"] + box["height"] + 16},
+        )
+        shutil.copy(SCREENSHOT, tmp_path / SCREENSHOT.name)
+        hostile_reply = replies.nth(2).inner_text()
+    timings["total"] = time.perf_counter() - started
+    print("browser test timings (s):", {key: round(value, 1) for key, value in timings.items()})
+    print("the model's reply to the hostile prompt:", repr(hostile_reply))
+    print(f"the first reply was seen in {len(partial)} partial states before it finished")
+    assert SCREENSHOT.stat().st_size > 10_000

@@ -1,0 +1,129 @@
+"""The example notebooks: committed clean, executed in a real kernel, exported to HTML.
+
+Execution goes through `examples/demo.py` (what `make demo` runs), in a fresh ipykernel of this
+Python; the session's LLM_MAGICS_CACHE_DIR reaches the kernel, so the bundled model is converted
+once per test run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import importlib.util
+import io
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from examples import _build_notebooks, demo
+from tests.frontend.lab import require
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
+
+
+def test_the_three_notebooks_are_there() -> None:
+    assert [path.name for path in NOTEBOOKS] == [
+        "quantization.ipynb",
+        "quickstart.ipynb",
+        "tokenization_lesson.ipynb",
+    ]
+
+
+def test_committed_notebooks_match_their_generator() -> None:
+    assert _build_notebooks.main(["--check"]) == 0, "run: python examples/_build_notebooks.py"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebooks_are_valid_and_committed_without_outputs(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    # Every notebook opens with the Colab badge and the guarded install cell.
+    assert "colab-badge.svg" in nb.cells[0].source
+    assert "google.colab" in code[0].source and "%pip install" in code[0].source
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`examples/demo.py --out TMP`, as `make demo` runs it: the executed notebook and what it printed."""
+    out = tmp_path_factory.mktemp("demo")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert demo.main(["--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def _errors(nb: nbformat.NotebookNode) -> list[str]:
+    return [
+        f"{output.ename}: {output.evalue}"
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+
+
+def _replies(nb: nbformat.NotebookNode) -> list[str]:
+    """The chat replies' text as the notebook keeps it (the footer line dropped)."""
+    return [
+        demo.plain(output).strip().rsplit("\n", 1)[0].strip() for output in demo.outputs_of(nb, "%%llm_chat")
+    ]
+
+
+@pytest.mark.slow
+def test_make_demo_executes_the_quickstart_and_prints_replies_and_counts(
+    quickstart_run: tuple[Path, str],
+) -> None:
+    out, printed = quickstart_run
+    nb = nbformat.read(out / "quickstart.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert _errors(nb) == []
+    assert all(cell.execution_count for cell in nb.cells if cell.cell_type == "code")
+    replies = _replies(nb)
+    assert len(replies) == 2 and all(replies), replies
+    for reply in replies:
+        assert reply in printed
+    assert re.search(r"\d+ tokens · \d+ characters", printed), printed
+    assert (out / "quickstart.html").is_file()
+
+
+@pytest.mark.slow
+def test_html_export_keeps_the_reply_and_the_token_view(quickstart_run: tuple[Path, str]) -> None:
+    out, _ = quickstart_run
+    nb = nbformat.read(out / "quickstart.ipynb", as_version=4)
+    page = (out / "quickstart.html").read_text(encoding="utf-8")
+    for reply in _replies(nb):
+        # The reply is rendered Markdown: compare its first words, which no markup interrupts.
+        first_words = " ".join(reply.split()[:4])
+        assert html.escape(first_words, quote=False) in page, first_words
+    assert "llm-magics-reply" in page
+    # The token view: its scoped style, coloured token spans and the footer counts.
+    assert 'class="llm-tok"' in page
+    assert re.search(r'class="t a[01]', page)
+    assert re.search(r"\d+ tokens · \d+ characters", page)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tokenization_lesson", "quantization"])
+def test_lessons_execute_without_errors(name: str, tmp_path: Path) -> None:
+    if name == "quantization" and importlib.util.find_spec("bitsandbytes") is None:
+        require("bitsandbytes", "the quantization lesson needs the [quant] extra (`make test` installs it)")
+    nb = demo.execute_notebook(EXAMPLES / f"{name}.ipynb", timeout=900)
+    nbformat.validate(nb)
+    assert _errors(nb) == []
+    text = "\n".join(
+        output.get("text", "") + output.get("data", {}).get("text/html", "")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+    )
+    if name == "quantization":
+        # One measured row per mode, all in the final table.
+        for mode in ("float32", "bfloat16", "8bit", "4bit"):
+            assert f"<td>{mode}</td>" in text
+    else:
+        assert "tiny-bpe" in text and 'class="llm-tok"' in text
