@@ -55,5 +55,22 @@ lab: env
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
 		--ServerApp.root_dir=examples $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Speed and memory, side by side in one run; writes benchmarks/RESULTS.md.
+bench: env
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run_all
+
+# Opt-in: llama.cpp as the CPU reference. Compiling llama-cpp-python takes about ten minutes; a
+# native build dies with "Illegal instruction" on virtual CPUs, hence the explicit instruction sets.
+PEERS_VENV ?= .venv-peers
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+$(PEERS_VENV)/.installed:
+	$(PYTHON) -m venv $(PEERS_VENV)
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(PEERS_VENV)/bin/python -m pip install -q llama-cpp-python
+	touch $@
+
+bench-peers: env $(PEERS_VENV)/.installed
+	HF_HUB_OFFLINE=1 LLM_MAGICS_PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python -m benchmarks.run_all --peers
+
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) build .pytest_cache .mypy_cache .ruff_cache

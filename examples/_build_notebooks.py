@@ -156,7 +156,7 @@ def tokenization_lesson() -> nbformat.NotebookNode:
                 "import tempfile\n"
                 "\n"
                 "from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers\n"
-                "from transformers import GPT2Config, PreTrainedTokenizerFast\n"
+                "from transformers import PreTrainedTokenizerFast\n"
                 "\n"
                 "CORPUS = [\n"
                 '    "The cat sat on the mat. The dog sat on the log. The cat and the dog are friends.",\n'
@@ -173,8 +173,6 @@ def tokenization_lesson() -> nbformat.NotebookNode:
                 "\n"
                 'tiny_folder = tempfile.mkdtemp(prefix="tiny-bpe-")\n'
                 'PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>").save_pretrained(tiny_folder)\n'
-                "# %llm_load knows a model folder by its config.json; this one says the tokenizer is GPT-2-style.\n"
-                "GPT2Config(vocab_size=bpe.get_vocab_size(), bos_token_id=0, eos_token_id=0).save_pretrained(tiny_folder)\n"
                 'print(f"Trained a tokenizer with {bpe.get_vocab_size()} tokens")'
             ),
             md(

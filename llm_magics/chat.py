@@ -318,13 +318,6 @@ def set_conversation(entry: ModelEntry, conversation: Conversation) -> None:
     entry.state[_STATE_KEY] = conversation
 
 
-def context_length(entry: ModelEntry) -> int | None:
-    """The model's context window in tokens, if anything says so."""
-    from .tokens import context_length_of
-
-    return context_length_of(entry.tokenizer, entry.context_length, entry.model)
-
-
 def require_model(entry: ModelEntry) -> None:
     """Raise `NotLoaded` unless the entry can generate here."""
     if entry.backend != "transformers":
@@ -675,7 +668,7 @@ def complete(
     """Continue `prompt` as raw text (no chat template), as a base model is meant to be used."""
     require_model(entry)
     prompt_ids = list(entry.tokenizer(prompt)["input_ids"])
-    limit = context_length(entry)
+    limit = entry.context_window()
     if limit is not None and len(prompt_ids) + options.max_new_tokens > limit:
         raise InvalidOption(
             f"The prompt is {len(prompt_ids)} tokens; with --max-new-tokens {options.max_new_tokens} it "
@@ -698,7 +691,6 @@ __all__ = [
     "Stats",
     "chat",
     "complete",
-    "context_length",
     "encode_messages",
     "generate",
     "get_conversation",

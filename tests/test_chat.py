@@ -13,6 +13,7 @@ from llm_magics import chat as core
 from llm_magics.display.chat import ConversationView, ReplyView, footer_text
 from llm_magics.errors import ConversationFileInvalid, GenerationFailed, InvalidOption
 from llm_magics.registry import ModelEntry
+from tests.helpers import FakeClock, RaiseOnForward
 
 QUESTION = "What is the capital of France?"
 
@@ -55,21 +56,15 @@ def tiny_entry(loaded_tiny):
 
 @pytest.fixture(scope="session")
 def smollm(bundled_gguf):
-    """The bundled SmolLM2-135M-Instruct, dequantised to float32 once per run (about 15 s)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    """The bundled SmolLM2-135M-Instruct in float32, loaded once per run (converted once, cached)."""
+    from llm_magics import loading
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_gguf.parent, gguf_file=bundled_gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        bundled_gguf.parent,
-        gguf_file=bundled_gguf.name,
-        dtype=torch.float32,
-        quantization_config=GgufConfig(dequantize=True),
-    )
-    return model, tokenizer
+    entry = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
+    return entry.model, entry.tokenizer
 
 
 def smollm_entry(smollm) -> ModelEntry:
+    """A fresh entry (no conversation yet) around the session's model."""
     model, tokenizer = smollm
     return ModelEntry(name="smol", source="bundled", tokenizer=tokenizer, model=model, context_length=8192)
 
@@ -92,7 +87,7 @@ def say(
         conversation,
         message,
         max_new_tokens=max_new_tokens,
-        context_length=core.context_length(entry),
+        context_length=entry.context_window(),
         system=system,
     )
     return core.chat(
@@ -103,15 +98,6 @@ def say(
         reuse_cache=reuse_cache,
         on_text=on_text,
     )
-
-
-class FakeClock:
-    def __init__(self, step: float = 0.01) -> None:
-        self.now, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
 
 
 # -- greedy equivalence ------------------------------------------------------------------------
@@ -313,18 +299,6 @@ def test_reset_and_load_start_without_a_cache(tiny_entry, tmp_path):
 
 
 # -- interrupts and failures ------------------------------------------------------------------
-
-
-class RaiseOnForward:
-    """A forward hook that raises on the n-th forward pass, like Ctrl-C or an OOM would."""
-
-    def __init__(self, exception: BaseException, on_call: int) -> None:
-        self.exception, self.on_call, self.calls = exception, on_call, 0
-
-    def __call__(self, module, args, output):
-        self.calls += 1
-        if self.calls == self.on_call:
-            raise self.exception
 
 
 def test_keyboard_interrupt_keeps_the_partial_reply_and_the_next_turn_works(tiny_entry):

@@ -8,7 +8,15 @@ import threading
 import pytest
 
 import llm_magics
-from tests.test_models_magics import assert_one_line_error, magics, run, shown_html, shown_text
+from tests.helpers import (
+    FakeClock,
+    RaiseOnForward,
+    assert_one_line_error,
+    magics,
+    run,
+    shown_html,
+    shown_text,
+)
 
 QUESTION = "What is the capital of France?"
 
@@ -33,36 +41,6 @@ def plain_workflow(name: str, messages, max_new_tokens: int):
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
-class FakeClock:
-    """Advances a fixed step each time it is read: a stand-in for time that tests can count on."""
-
-    def __init__(self, step: float) -> None:
-        self.now, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
-
-
-class RaiseOnForward:
-    """A forward hook that raises on the n-th forward pass, as Ctrl-C or running out of memory would."""
-
-    def __init__(self, exception: BaseException, on_call: int) -> None:
-        self.exception, self.on_call, self.calls = exception, on_call, 0
-
-    def __call__(self, module, args, output):
-        self.calls += 1
-        if self.calls == self.on_call:
-            raise self.exception
-
-
-@pytest.fixture(autouse=True)
-def forget_config(shell):
-    """`%config LlmMagics.x = ...` lands in the shared shell's config too; later tests start clean."""
-    yield
-    shell.config.pop("LlmMagics", None)
 
 
 @pytest.fixture
@@ -241,7 +219,9 @@ def test_the_first_token_shows_at_once_whatever_the_throttle(shell, tiny):
     magics(shell).clock = FakeClock(step=0.01)
     run(shell, "%config LlmMagics.stream_interval = 1000.0")
     _, captured = chat(shell, "Tell me a story", "--max-new-tokens 20")
-    streamed = [out.data["text/plain"] for out in captured.outputs if out.data["text/plain"].endswith("[generating…]")]
+    streamed = [
+        out.data["text/plain"] for out in captured.outputs if out.data["text/plain"].endswith("[generating…]")
+    ]
     assert len(streamed) == 2, "the placeholder, then the first token"
     first_text = streamed[1].removesuffix("[generating…]").removesuffix("\n")
     assert first_text, "the update carries the first token's text"

@@ -8,40 +8,10 @@ import sys
 import weakref
 
 import pytest
-from IPython.utils.capture import capture_output
 
 import llm_magics
 from tests.factories import FAMILIES
-
-
-def magics(shell):
-    return shell.magics_manager.registry["LlmMagics"]
-
-
-def run(shell, line: str):
-    """Run a line as a user would (errors shown, not raised) and return what was displayed."""
-    with capture_output() as captured:
-        result = shell.run_cell(line)
-    return result, captured
-
-
-def shown_text(captured) -> str:
-    return captured.stdout + "".join(out.data.get("text/plain", "") for out in captured.outputs)
-
-
-def shown_html(captured) -> str:
-    return "".join(out.data.get("text/html", "") for out in captured.outputs)
-
-
-def assert_one_line_error(result, captured, error_type: str, fragment: str):
-    """A user error: the cell fails, and what is shown is one line naming what to do."""
-    assert not result.success
-    assert type(result.error_in_exec).__name__ == error_type
-    shown = (captured.stdout + captured.stderr).strip()
-    assert "Traceback" not in shown
-    assert len(shown.splitlines()) == 1, shown
-    assert fragment in shown
-
+from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 
 # ------------------------------------------------------------------ families, quantization, dtypes
 
@@ -70,11 +40,12 @@ def test_every_family_loads_with_every_quantization(shell, tiny_models, family, 
     assert "Loaded t" in shown_text(captured)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
-def test_dtype_is_applied_and_shown(shell, tiny_models, dtype):
-    result, captured = run(shell, f"%llm_load {tiny_models['mistral']} --dtype {dtype}")
+def test_dtype_is_applied_and_shown(shell, tiny_models, family, dtype):
+    result, captured = run(shell, f"%llm_load {tiny_models[family]} --dtype {dtype}")
     assert result.success
-    entry = magics(shell).registry.get("tiny-mistral")
+    entry = magics(shell).registry.get(f"tiny-{family}")
     assert str(entry.model.dtype) == f"torch.{dtype}"
     assert entry.dtype == dtype
     assert dtype in shown_text(captured)
@@ -99,6 +70,31 @@ def test_card_has_the_promised_fields_in_text_and_html(shell, tiny_models):
         assert field in text
         assert field in page
     assert "<script" not in page
+
+
+def test_progress_bar_while_loading_then_the_card_in_its_place(shell, tiny_models):
+    import re
+
+    _, captured = run(shell, f"%llm_load {tiny_models['llama']}")
+    texts = [out.data["text/plain"] for out in captured.outputs]
+    assert any(re.search(r"loading weights \d+%", text) for text in texts), texts
+    assert any("width:100%" in out.data["text/html"] for out in captured.outputs), "an HTML bar that fills"
+    assert all(out.update for out in captured.outputs[1:]), "one output, updated in place"
+    assert texts[-1].startswith("Loaded tiny-llama")
+    assert "it/s" not in captured.stderr, "no tqdm bars besides ours"
+
+
+def test_terminal_progress_is_one_line_per_stage(shell, tiny_models):
+    formatter = shell.display_formatter
+    saved = formatter.active_types
+    formatter.active_types = ["text/plain"]  # what terminal IPython shows
+    try:
+        _, captured = run(shell, f"%llm_load {tiny_models['llama']}")
+    finally:
+        formatter.active_types = saved
+    stages = [out.data["text/plain"] for out in captured.outputs[:-1]]
+    assert stages and not any("%" in stage for stage in stages)
+    assert len(stages) == len(set(stages)), "each stage once"
 
 
 def test_bitsandbytes_per_layer_warnings_stay_out_of_the_notebook(shell, tiny_models, capfd):
@@ -156,6 +152,16 @@ def test_tokenizer_only_load(shell, tiny_models):
     assert entry.model is None and entry.tokenizer is not None
     assert entry.context_length == 256, "read from the config, for the context bar of %tokens"
     assert "tokenizer only" in shown_text(captured)
+
+
+def test_tokenizer_only_from_a_folder_with_just_a_tokenizer(shell, gpt2_tokenizer, tmp_path):
+    folder = tmp_path / "just-a-tokenizer"
+    gpt2_tokenizer.save_pretrained(folder)
+    result, captured = run(shell, f"%llm_load {folder}")
+    assert_one_line_error(result, captured, "ModelNotFound", "add --tokenizer-only")
+    result, _ = run(shell, f"%llm_load {folder} --tokenizer-only")
+    assert result.success
+    assert magics(shell).registry.get("just-a-tokenizer").tokenizer("hello")["input_ids"]
 
 
 def test_trust_remote_code_says_what_it_allows(shell, tiny_models):

@@ -63,12 +63,6 @@ def count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def is_rich(shell: Any) -> bool:
-    """Whether the front end shows HTML (notebooks); terminal IPython only shows text/plain."""
-    formatter = getattr(shell, "display_formatter", None)
-    return formatter is not None and "text/html" in formatter.active_types
-
-
 class ReplyView:
     """A chat reply as output: rendered Markdown and a footer in HTML, the raw text in text/plain."""
 

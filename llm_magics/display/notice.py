@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import time
 from typing import Any
 
 _COLOURS = {"info": "#1f6feb", "success": "#1a7f37", "warning": "#9a6700"}
@@ -29,22 +30,71 @@ class Notice:
         return self.text
 
 
+def is_rich(shell: Any) -> bool:
+    """Whether the front end shows HTML (notebooks); terminal IPython only shows text/plain."""
+    formatter = getattr(shell, "display_formatter", None)
+    return formatter is not None and "text/html" in formatter.active_types
+
+
+class Progress:
+    """A stage and, when known, how far along it is: a bar in notebooks, a percentage in text."""
+
+    def __init__(self, text: str, fraction: float | None = None) -> None:
+        self.text = text
+        self.fraction = fraction
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        if self.fraction is None:
+            return Notice(self.text)._repr_mimebundle_()
+        percent = round(100 * min(max(self.fraction, 0.0), 1.0))
+        bar = (
+            '<div style="display:inline-block;width:160px;height:8px;background:#e5e7eb;border-radius:4px;'
+            f'margin-left:8px;vertical-align:middle"><div style="width:{percent}%;height:8px;'
+            'background:#1f6feb;border-radius:4px"></div></div>'
+        )
+        html_text = Notice(f"{self.text} {percent}%")._repr_mimebundle_()["text/html"]
+        return {
+            "text/plain": f"{self.text} {percent}%",
+            "text/html": html_text.replace("</div>", bar + "</div>", 1),
+        }
+
+
 class StatusLine:
-    """A line updated in place while work runs (a display handle); each update is a new line in
-    a terminal, which has no way to redraw an earlier output."""
+    """A status updated in place while work runs (a display handle), with a bar when the stage
+    reports how far along it is. A terminal cannot redraw an earlier output, so there each new
+    stage is printed once and fractions are left out."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, rich: bool | None = None) -> None:
         self.prefix = prefix
+        self.rich = rich
         self._handle: Any = None
+        self._shown: tuple[str, int | None] | None = None
+        self._shown_at = 0.0
 
-    def update(self, text: str) -> None:
+    def update(self, text: str, fraction: float | None = None) -> None:
+        from IPython import get_ipython
         from IPython.display import display
 
-        notice = Notice(f"{self.prefix}: {text}")
+        if self.rich is None:
+            self.rich = is_rich(get_ipython())
+        if not self.rich:
+            fraction = None
+        # A new stage shows at once; within a stage the bar moves at most ten times a second.
+        key = (text, None if fraction is None else int(100 * fraction))
+        now = time.monotonic()
+        if key == self._shown or (
+            self._shown is not None
+            and text == self._shown[0]
+            and fraction != 1.0
+            and now - self._shown_at < 0.1
+        ):
+            return
+        self._shown, self._shown_at = key, now
+        status = Progress(f"{self.prefix}: {text}", fraction)
         if self._handle is None:
-            self._handle = display(notice, display_id=True)
+            self._handle = display(status, display_id=True)
         else:
-            self._handle.update(notice)
+            self._handle.update(status)
 
     def replace_with(self, obj: Any) -> None:
         """End with a final object in the status line's place (or below it, when none was shown)."""

@@ -124,7 +124,7 @@ class ChatMagics(SessionMagics):
             conversation,
             message,
             max_new_tokens=options.max_new_tokens,
-            context_length=core.context_length(entry),
+            context_length=entry.context_window(),
             system=system,
         )
         self._notices(entry, prepared)
@@ -251,7 +251,7 @@ class ChatMagics(SessionMagics):
             repetition_penalty=self._pick(args.repetition_penalty, self.repetition_penalty),
             seed=self._pick(args.seed, self.seed),
         )
-        options.validate(core.context_length(entry))
+        options.validate(entry.context_window())
         return entry, options
 
     @staticmethod
@@ -259,7 +259,8 @@ class ChatMagics(SessionMagics):
         return trait if flag is None else flag
 
     def _stream(self, view: Any, args: Namespace, prefix: str = "") -> Any:
-        from ..display.chat import ReplyStream, is_rich
+        from ..display.chat import ReplyStream
+        from ..display.notice import is_rich
 
         return ReplyStream(
             view,
@@ -282,7 +283,7 @@ class ChatMagics(SessionMagics):
             turns = "turn" if prepared.dropped_turns == 1 else f"{prepared.dropped_turns} turns"
             _show_notice(
                 f"Dropped the oldest {turns} of the conversation to fit {entry.name}'s "
-                f"{core.context_length(entry)}-token context with room for the reply (the system message stays).",
+                f"{entry.context_window()}-token context with room for the reply (the system message stays).",
                 "warning",
             )
 

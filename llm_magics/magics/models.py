@@ -72,7 +72,7 @@ class ModelMagics(SessionMagics):
         from .. import loading
 
         args = parse_argstring(self.llm_load, line)
-        source = loading.resolve_source(unquote(args.model))
+        source = loading.resolve_source(unquote(args.model), tokenizer_only=args.tokenizer_only)
         plan = loading.plan_load(
             source,
             quantization=args.quant or self.default_quant,

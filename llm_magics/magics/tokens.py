@@ -116,7 +116,7 @@ class TokenMagics(SessionMagics):
                 entry.tokenizer,
                 messages,
                 name=entry.name,
-                context_length=_context_length(entry),
+                context_length=entry.context_window(),
                 max_tokens=max_tokens,
                 plain=render_plain,
             )
@@ -147,7 +147,7 @@ class TokenMagics(SessionMagics):
                     chosen.tokenizer,
                     typed,
                     name=name,
-                    context_length=_context_length(chosen),
+                    context_length=chosen.context_window(),
                     max_tokens=max_tokens,
                 )
                 return TokenView([view], show_ids=show_ids, max_tokens=max_tokens)
@@ -175,7 +175,7 @@ class TokenMagics(SessionMagics):
                 item.tokenizer,
                 text,
                 name=item.name,
-                context_length=_context_length(item),
+                context_length=item.context_window(),
                 max_tokens=max_tokens,
             )
             if args.probs:
@@ -222,9 +222,3 @@ def _conversation(entry: ModelEntry) -> tuple[list[dict[str, str]], bool]:
     system = [message for message in messages if message.get("role") == "system"]
     example = [message for message in EXAMPLE_CONVERSATION if message["role"] != "system" or not system]
     return system + example, True
-
-
-def _context_length(entry: ModelEntry) -> int | None:
-    from ..tokens import context_length_of
-
-    return context_length_of(entry.tokenizer, entry.context_length, entry.model)

@@ -1,0 +1,51 @@
+"""`make bench`: every benchmark side by side in one run; prints the tables, writes RESULTS.md.
+
+`make bench-peers` runs benchmarks/bench_peers.py instead (llama.cpp, profiles, CPU settings) and
+writes RESULTS_PEERS.md; it needs llama-cpp-python, which takes about ten minutes to compile.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from benchmarks import bench_chat, bench_load, bench_memory, bench_peers
+from benchmarks.common import ROOT, Section, write_results
+
+GPU_NOTE = Section(
+    "GPU",
+    ["figure", "value"],
+    [
+        [
+            "goals 1, 2, 3, 5 on CUDA",
+            "not measured: no GPU was lent to the session that wrote these benchmarks",
+        ]
+    ],
+)
+
+
+def main(argv: list[str]) -> None:
+    started = time.perf_counter()
+    if "--peers" in argv:
+        sections = bench_peers.run()
+        for section in sections:
+            section.print()
+        write_results(
+            sections,
+            ROOT / "benchmarks" / "RESULTS_PEERS.md",
+            "Decode speed against llama.cpp",
+            "make bench-peers",
+        )
+        return
+    sections: list[Section] = []
+    for bench in (bench_chat.run, lambda: [bench_load.run()], lambda: [bench_memory.run()]):
+        for section in bench():
+            section.print()
+            sections.append(section)
+    sections.append(GPU_NOTE)
+    write_results(sections)
+    print(f"benchmarks took {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
