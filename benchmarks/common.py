@@ -66,14 +66,15 @@ def fresh_process(code: str, timeout: float = 900) -> dict:
 
 
 def machine() -> dict[str, str]:
+    from importlib import metadata
+
     import torch
     import transformers
 
     try:
-        import bitsandbytes
-
-        bnb = bitsandbytes.__version__
-    except ImportError:
+        # Read from the metadata: importing bitsandbytes prints warnings about optional kernels.
+        bnb = metadata.version("bitsandbytes")
+    except metadata.PackageNotFoundError:
         bnb = "not installed"
     cpu = platform.processor() or platform.machine()
     try:

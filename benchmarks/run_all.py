@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from benchmarks import bench_chat, bench_load, bench_memory, bench_peers
+from benchmarks import bench_chat, bench_load, bench_memory, bench_peers, bench_tokens
 from benchmarks.common import ROOT, Section, write_results
 
 GPU_NOTE = Section(
@@ -38,7 +38,12 @@ def main(argv: list[str]) -> None:
         )
         return
     sections: list[Section] = []
-    for bench in (bench_chat.run, lambda: [bench_load.run()], lambda: [bench_memory.run()]):
+    for bench in (
+        bench_chat.run,
+        lambda: [bench_load.run()],
+        lambda: [bench_memory.run()],
+        lambda: [bench_tokens.run()],
+    ):
         for section in bench():
             section.print()
             sections.append(section)
