@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConversationFileInvalid, GenerationFailed, InvalidOption, NotLoaded
+from .errors import ConversationFileInvalid, GenerationFailed, InvalidOption, NotLoaded, first_line
 from .registry import ModelEntry
 
 END_OF_TURN = "end of turn"
@@ -611,9 +611,7 @@ def generate(
 
 
 def _one_line(exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if len(first) > 200:
-        first = first[:199] + "…"
+    first = first_line(exc, 200)
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 

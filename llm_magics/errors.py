@@ -18,6 +18,13 @@ Unexpected bugs are not wrapped: they keep their full traceback.
 from __future__ import annotations
 
 
+def first_line(error: BaseException, limit: int) -> str:
+    """The first line of an exception's message, cut to `limit` characters ("" when it has none)."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 class LlmMagicsError(Exception):
     """Base class: an expected failure with a one-line, actionable message."""
 

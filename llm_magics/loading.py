@@ -33,6 +33,7 @@ from .errors import (
     ModelLoadFailed,
     ModelNotFound,
     QuantizationUnavailable,
+    first_line,
 )
 from .registry import ModelEntry, context_length_of
 
@@ -589,8 +590,7 @@ def check_fits(plan: LoadPlan, estimate: MemoryEstimate) -> None:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
+    return first_line(error, 300) or type(error).__name__
 
 
 def _require_bitsandbytes(plan: LoadPlan) -> None:
