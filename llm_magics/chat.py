@@ -23,6 +23,9 @@ re-tokenises differently), the cache is cropped to the common prefix, so reuse n
 the model sees. Greedy replies are the same with and without it (tested in float32 on CPU); in
 half precision on a GPU, the different kernel shapes of a short suffix pass can in rare near-ties
 pick another token, as any change of batch shape can.
+
+On CPU, generation keeps its cache in `llm_magics.decoding`'s buffers that grow in place, so a
+long conversation does not copy the whole cache at every token (`cpu_decoding` chooses).
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import decoding
 from .errors import ConversationFileInvalid, GenerationFailed, InvalidOption, NotLoaded, first_line
 from .registry import ModelEntry
 
@@ -535,6 +540,7 @@ def generate(
     stop_strings: Sequence[str] = (),
     eos_reason: str = END_OF_TURN,
     clock: Callable[[], float] = time.perf_counter,
+    cpu_decoding: str = decoding.EXACT,
 ) -> Generation:
     """Generate from `prompt_ids` in this thread, streaming the text to `on_text`.
 
@@ -542,6 +548,8 @@ def generate(
     cropped to what `prompt_ids` shares with `cached_ids`, or a fresh one). A KeyboardInterrupt
     ends generation with the partial reply (finish reason "interrupted") and no cache, since it may
     have hit the cache halfway through a step. Other exceptions become `GenerationFailed`.
+    `cpu_decoding` is one of `llm_magics.decoding.MODES`: how a model on CPU keeps its cache and
+    runs attention.
     """
     import torch
 
@@ -549,14 +557,15 @@ def generate(
     options.validate()
     streamer = _Streamer(tokenizer, on_text, stop_strings, clock)
     kwargs = options.generate_kwargs()
+    growing, fast_attention = decoding.plan(model, cpu_decoding)
     reused = 0
     if keep_cache:
         cache, reused = _reuse(cache, list(cached_ids), prompt_ids)
-        if cache is None:
-            from transformers import DynamicCache
-
-            # As generate would build it, so layer types (sliding windows) match the model.
-            cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    else:
+        cache = None
+    if cache is None and (keep_cache or growing):
+        cache = decoding.new_cache(model, growing=growing)
+    if cache is not None:
         kwargs[_cache_keyword()] = cache
     if stop_strings:
         kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
@@ -575,9 +584,11 @@ def generate(
     started = clock()
     interrupted = False
     try:
-        model.generate(
-            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
-        )
+        # inference_mode, not generate's own no_grad: no autograd bookkeeping on any tensor.
+        with torch.inference_mode(), decoding.fast_attention(model) if fast_attention else nullcontext():
+            model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
+            )
     except KeyboardInterrupt:
         interrupted = True
     except Exception as exc:
@@ -623,6 +634,7 @@ def chat(
     *,
     on_text: TextCallback | None = None,
     reuse_cache: bool = True,
+    cpu_decoding: str = decoding.EXACT,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Reply:
     """Generate the reply to `prepared` and commit the turn to `conversation`.
@@ -642,6 +654,7 @@ def chat(
             keep_cache=reuse_cache,
             stop_strings=(_PLAIN_STOP,) if prepared.plain_template else (),
             clock=clock,
+            cpu_decoding=cpu_decoding,
         )
     except BaseException:
         # The cache may be half-updated; the next turn recomputes it.
@@ -661,6 +674,7 @@ def complete(
     options: GenerationOptions,
     *,
     on_text: TextCallback | None = None,
+    cpu_decoding: str = decoding.EXACT,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Reply:
     """Continue `prompt` as raw text (no chat template), as a base model is meant to be used."""
@@ -672,7 +686,15 @@ def complete(
             f"The prompt is {len(prompt_ids)} tokens; with --max-new-tokens {options.max_new_tokens} it "
             f"exceeds the {limit}-token context: shorten it or lower --max-new-tokens."
         )
-    return generate(entry, prompt_ids, options, on_text=on_text, eos_reason=END_OF_TEXT, clock=clock).reply
+    return generate(
+        entry,
+        prompt_ids,
+        options,
+        on_text=on_text,
+        eos_reason=END_OF_TEXT,
+        clock=clock,
+        cpu_decoding=cpu_decoding,
+    ).reply
 
 
 __all__ = [

@@ -11,6 +11,8 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from llm_magics import chat as core  # noqa: E402
+from llm_magics.registry import ModelEntry  # noqa: E402
 from tests import factories  # noqa: E402
 
 
@@ -80,3 +82,48 @@ def tiny_models(
         )
         for family in factories.FAMILIES
     }
+
+
+@pytest.fixture(scope="session")
+def loaded_tiny(tiny_models):
+    """(model, tokenizer) per tiny family, loaded once; entries built from them are fresh per test."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cache = {}
+
+    def load(family: str):
+        if family not in cache:
+            folder = tiny_models[family]
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            cache[family] = (model, AutoTokenizer.from_pretrained(folder))
+        return cache[family]
+
+    return load
+
+
+@pytest.fixture
+def tiny_entry(loaded_tiny):
+    """A fresh entry (empty state) for a tiny model: `tiny_entry("llama")`."""
+
+    def make(family: str = "llama", context_length: int | None = None) -> ModelEntry:
+        model, tokenizer = loaded_tiny(family)
+        return ModelEntry(
+            name=f"tiny-{family}",
+            source=family,
+            tokenizer=tokenizer,
+            model=model,
+            context_length=context_length or model.config.max_position_embeddings,
+            has_chat_template=core.has_chat_template(tokenizer),
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def smollm(bundled_gguf):
+    """The bundled SmolLM2-135M-Instruct in float32, loaded once per run (converted once, cached)."""
+    from llm_magics import loading
+
+    entry = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
+    return entry.model, entry.tokenizer

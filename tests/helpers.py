@@ -55,3 +55,37 @@ class RaiseOnForward:
         self.calls += 1
         if self.calls == self.on_call:
             raise self.exception
+
+
+def say(
+    entry,
+    conversation,
+    message,
+    *,
+    max_new_tokens=12,
+    reuse_cache=True,
+    system=None,
+    on_text=None,
+    cpu_decoding="exact",
+    **options,
+):
+    """One chat turn through the core, as `%%llm_chat` takes it: prepare, then generate and commit."""
+    from llm_magics import chat as core
+
+    prepared = core.prepare_chat(
+        entry.tokenizer,
+        conversation,
+        message,
+        max_new_tokens=max_new_tokens,
+        context_length=entry.context_window(),
+        system=system,
+    )
+    return core.chat(
+        entry,
+        conversation,
+        prepared,
+        core.GenerationOptions(max_new_tokens=max_new_tokens, **options),
+        reuse_cache=reuse_cache,
+        on_text=on_text,
+        cpu_decoding=cpu_decoding,
+    )

@@ -13,54 +13,9 @@ from llm_magics import chat as core
 from llm_magics.display.chat import ConversationView, ReplyView, footer_text
 from llm_magics.errors import ConversationFileInvalid, GenerationFailed, InvalidOption
 from llm_magics.registry import ModelEntry
-from tests.helpers import FakeClock, RaiseOnForward
+from tests.helpers import FakeClock, RaiseOnForward, say
 
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture(scope="session")
-def loaded_tiny(tiny_models):
-    """(model, tokenizer) per tiny family, loaded once; entries built from them are fresh per test."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cache = {}
-
-    def load(family: str):
-        if family not in cache:
-            folder = tiny_models[family]
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-            cache[family] = (model, AutoTokenizer.from_pretrained(folder))
-        return cache[family]
-
-    return load
-
-
-@pytest.fixture
-def tiny_entry(loaded_tiny):
-    """A fresh entry (empty state) for a tiny model: `tiny_entry("llama")`."""
-
-    def make(family: str = "llama", context_length: int | None = None) -> ModelEntry:
-        model, tokenizer = loaded_tiny(family)
-        return ModelEntry(
-            name=f"tiny-{family}",
-            source=family,
-            tokenizer=tokenizer,
-            model=model,
-            context_length=context_length or model.config.max_position_embeddings,
-            has_chat_template=core.has_chat_template(tokenizer),
-        )
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def smollm(bundled_gguf):
-    """The bundled SmolLM2-135M-Instruct in float32, loaded once per run (converted once, cached)."""
-    from llm_magics import loading
-
-    entry = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
-    return entry.model, entry.tokenizer
 
 
 def smollm_entry(smollm) -> ModelEntry:
@@ -77,27 +32,6 @@ def plain_workflow(model, tokenizer, messages, max_new_tokens):
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     new = output[0, inputs["input_ids"].shape[1] :]
     return new.tolist(), tokenizer.decode(new, skip_special_tokens=True)
-
-
-def say(
-    entry, conversation, message, *, max_new_tokens=12, reuse_cache=True, system=None, on_text=None, **options
-):
-    prepared = core.prepare_chat(
-        entry.tokenizer,
-        conversation,
-        message,
-        max_new_tokens=max_new_tokens,
-        context_length=entry.context_window(),
-        system=system,
-    )
-    return core.chat(
-        entry,
-        conversation,
-        prepared,
-        core.GenerationOptions(max_new_tokens=max_new_tokens, **options),
-        reuse_cache=reuse_cache,
-        on_text=on_text,
-    )
 
 
 # -- greedy equivalence ------------------------------------------------------------------------

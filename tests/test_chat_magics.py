@@ -160,6 +160,26 @@ def test_cache_reuse_shows_in_the_footer_and_can_be_switched_off(shell, tiny):
     assert shell.user_ns["_llm_reply"] == first_reply
 
 
+def test_cpu_decoding_mode_is_a_setting_and_replies_stay_the_same(shell, tiny):
+    def cache_layers() -> set[str]:
+        cache = magics(shell).registry.get(None).state["conversation"].cache
+        return {type(layer).__name__ for layer in cache.layers}
+
+    replies = {}
+    for mode, layers in (
+        ("exact", "GrowingLayer"),
+        ("fastest", "GrowingLayer"),
+        ("transformers", "DynamicLayer"),
+    ):
+        run(shell, f"%config LlmMagics.cpu_decoding = '{mode}'")
+        run(shell, "%llm_reset")
+        chat(shell, "Hello", "--max-new-tokens 4")
+        chat(shell, "Again", "--max-new-tokens 4")
+        assert cache_layers() == {layers}
+        replies[mode] = shell.user_ns["_llm_reply"]
+    assert len(set(replies.values())) == 1
+
+
 def test_long_history_is_trimmed_with_a_notice(shell, tiny):
     long = "The quick brown fox jumps over the lazy dog. " * 7
     notices = []

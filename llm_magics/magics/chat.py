@@ -14,7 +14,7 @@ from typing import Any
 
 from IPython.core.magic import cell_magic, line_magic
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Bool, Float, Int, Unicode
+from traitlets import Bool, Enum, Float, Int, Unicode
 
 from .. import chat as core
 from ..errors import GenerationInterrupted, InvalidOption
@@ -88,6 +88,15 @@ class ChatMagics(SessionMagics):
         help="Keep each conversation's key/value cache between turns, so only the new part of the prompt is computed.",
     ).tag(config=True)
 
+    cpu_decoding = Enum(
+        ["exact", "fastest", "transformers"],
+        default_value="exact",
+        help="How models on CPU decode. 'exact': transformers' tokens, with a key/value cache that grows in "
+        "place instead of being copied every token. 'fastest': also grouped-query attention without copies "
+        "(decoding slows down much less late in a long conversation; in bfloat16 a greedy reply can differ from "
+        "transformers' at a near tie). 'transformers': transformers' defaults.",
+    ).tag(config=True)
+
     #: Where streaming and the footer's timings read the time; tests swap in a fake clock.
     clock: Callable[[], float] = staticmethod(time.perf_counter)
 
@@ -139,6 +148,7 @@ class ChatMagics(SessionMagics):
                 options,
                 on_text=stream.update,
                 reuse_cache=self.reuse_cache,
+                cpu_decoding=self.cpu_decoding,
                 clock=self.clock,
             )
             stream.finish(reply, _footer(reply, entry))
@@ -173,7 +183,14 @@ class ChatMagics(SessionMagics):
             return CompletionView(prompt, continuation, footer, state)
 
         with self._stream(view, args, prefix=prompt) as stream:
-            reply = core.complete(entry, prompt, options, on_text=stream.update, clock=self.clock)
+            reply = core.complete(
+                entry,
+                prompt,
+                options,
+                on_text=stream.update,
+                cpu_decoding=self.cpu_decoding,
+                clock=self.clock,
+            )
             stream.finish(reply, _footer(reply, entry))
         self._keep(reply, args.out)
 
