@@ -17,6 +17,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool, Enum, Float, Int, Unicode
 
 from .. import chat as core
+from .. import decoding
 from ..errors import GenerationInterrupted, InvalidOption
 from ..registry import ModelEntry
 from ._base import SessionMagics, unquote
@@ -89,8 +90,8 @@ class ChatMagics(SessionMagics):
     ).tag(config=True)
 
     cpu_decoding = Enum(
-        ["exact", "fastest", "transformers"],
-        default_value="exact",
+        list(decoding.MODES),
+        default_value=decoding.EXACT,
         help="How models on CPU decode. 'exact': transformers' tokens, with a key/value cache that grows in "
         "place instead of being copied every token. 'fastest': also grouped-query attention without copies "
         "(decoding slows down much less late in a long conversation; in bfloat16 a greedy reply can differ from "
