@@ -42,7 +42,7 @@ from typing import Any
 
 from . import decoding
 from .errors import ConversationFileInvalid, GenerationFailed, InvalidOption, NotLoaded, first_line
-from .registry import ModelEntry
+from .registry import ModelEntry, has_chat_template
 
 END_OF_TURN = "end of turn"
 END_OF_TEXT = "end of text"
@@ -332,10 +332,6 @@ def require_model(entry: ModelEntry) -> None:
 
 
 # -- prompts -----------------------------------------------------------------------------------
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def render_plain(messages: Sequence[dict[str, str]]) -> str:

@@ -35,7 +35,7 @@ from .errors import (
     QuantizationUnavailable,
     first_line,
 )
-from .registry import ModelEntry, context_length_of
+from .registry import ModelEntry, context_length_of, has_chat_template
 
 DEFAULT_ALIAS = "smollm2-135m"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -728,7 +728,7 @@ def load_model(
                 source=plan.source.label,
                 tokenizer=tokenizer,
                 context_length=context_length_of(_config_or_none(plan), tokenizer),
-                has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+                has_chat_template=has_chat_template(tokenizer),
                 load_seconds=time.perf_counter() - started,
                 notes=notes + ["tokenizer only: no weights loaded"],
             )
@@ -760,7 +760,7 @@ def load_model(
         footprint_bytes=int(model.get_memory_footprint()),
         load_seconds=time.perf_counter() - started,
         context_length=context_length_of(model.config, tokenizer),
-        has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
+        has_chat_template=has_chat_template(tokenizer),
         notes=notes,
     )
 

@@ -16,6 +16,11 @@ from typing import Any
 from .errors import NotLoaded
 
 
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether the tokenizer carries a chat template (instruct models do; base models usually not)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def context_length_of(config: Any, tokenizer: Any) -> int | None:
     """A model's context window in tokens: from its config, else from its tokenizer, else None."""
     for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidOption
-from .registry import context_length_of
+from .registry import context_length_of, has_chat_template
 
 #: A conversation shown by `%tokens --chat` before the user has chatted, so the template is visible.
 EXAMPLE_CONVERSATION: list[dict[str, str]] = [
@@ -354,7 +354,7 @@ def analyse_chat(
     A tokenizer without a template gets `plain(messages)`, the transcript the chat sends instead,
     tokenised as ordinary text; without `plain` that is an `InvalidOption`.
     """
-    if getattr(tokenizer, "chat_template", None):
+    if has_chat_template(tokenizer):
         generation_prompt = not messages or messages[-1].get("role") != "assistant"
         rendered = str(
             tokenizer.apply_chat_template(

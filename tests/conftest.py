@@ -11,8 +11,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from llm_magics import chat as core  # noqa: E402
-from llm_magics.registry import ModelEntry  # noqa: E402
+from llm_magics.registry import ModelEntry, has_chat_template  # noqa: E402
 from tests import factories  # noqa: E402
 
 
@@ -114,7 +113,7 @@ def tiny_entry(loaded_tiny):
             tokenizer=tokenizer,
             model=model,
             context_length=context_length or model.config.max_position_embeddings,
-            has_chat_template=core.has_chat_template(tokenizer),
+            has_chat_template=has_chat_template(tokenizer),
         )
 
     return make

@@ -10,6 +10,13 @@ from ..interpolate import interpolate
 from ..registry import ModelRegistry
 
 
+def show(obj: object) -> None:
+    """Display `obj` as the cell's output (IPython is imported only when something is shown)."""
+    from IPython.display import display
+
+    display(obj)
+
+
 def unquote(text: str | None) -> str | None:
     """`"a b"` -> `a b`: IPython's `parse_argstring` splits like a shell but keeps the quotes."""
     if text is not None and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":

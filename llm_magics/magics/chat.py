@@ -20,7 +20,7 @@ from .. import chat as core
 from .. import decoding
 from ..errors import GenerationInterrupted, InvalidOption
 from ..registry import ModelEntry
-from ._base import SessionMagics, unquote
+from ._base import SessionMagics, show, unquote
 
 _PLAIN_NOTICE_KEY = "plain_template_notice_shown"
 
@@ -232,7 +232,7 @@ class ChatMagics(SessionMagics):
         elif not args.save:
             from ..display.chat import ConversationView
 
-            _show(ConversationView(conversation.messages, entry.name))
+            show(ConversationView(conversation.messages, entry.name))
 
     @magic_arguments()
     @argument("name", nargs="?", help="Loaded model whose conversation to forget (default: the active one).")
@@ -334,13 +334,7 @@ def _parse(magic: Any, line: str) -> Namespace:
     return args
 
 
-def _show(obj: object) -> None:
-    from IPython.display import display
-
-    display(obj)
-
-
 def _show_notice(text: str, kind: str) -> None:
     from ..display.notice import Notice
 
-    _show(Notice(text, kind))
+    show(Notice(text, kind))

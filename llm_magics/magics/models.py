@@ -10,7 +10,7 @@ from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_byte
 from ..display.notice import Notice, StatusLine
 from ..errors import InvalidOption
 from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
-from ._base import SessionMagics, unquote
+from ._base import SessionMagics, show, unquote
 
 
 class ModelMagics(SessionMagics):
@@ -88,11 +88,11 @@ class ModelMagics(SessionMagics):
                 raise InvalidOption(
                     "--estimate is about weights; it has nothing to say with --tokenizer-only."
                 )
-            _show(EstimateTable(loading.estimate_memory(plan)))
+            show(EstimateTable(loading.estimate_memory(plan)))
             return
         if plan.name in self.registry and not args.reload:
             loaded = self.registry.get(plan.name)
-            _show(
+            show(
                 Notice(
                     f"{plan.name} is already loaded ({_describe(loaded)}); nothing changed. "
                     f"Add --reload to load it again, or --as NAME to keep a second copy.",
@@ -101,7 +101,7 @@ class ModelMagics(SessionMagics):
             )
             return
         if plan.trust_remote_code:
-            _show(Notice(TRUST_REMOTE_CODE_NOTICE, "warning"))
+            show(Notice(TRUST_REMOTE_CODE_NOTICE, "warning"))
         status = StatusLine(f"Loading {plan.name}")
         entry = loading.load_model(
             plan, check_memory=self.check_memory and not args.force, progress=status.update
@@ -118,7 +118,7 @@ class ModelMagics(SessionMagics):
         """Show the loaded models: name, source, quantization, dtype, device, footprint; * marks the active one."""
         if line.strip():
             raise InvalidOption("%llm_list takes no arguments.")
-        _show(RegistryTable(list(self.registry), self.registry.active_name))
+        show(RegistryTable(list(self.registry), self.registry.active_name))
 
     @magic_arguments()
     @argument("name", help="A loaded model's name (see %%llm_list).")
@@ -132,7 +132,7 @@ class ModelMagics(SessionMagics):
         """
         args = parse_argstring(self.llm_use, line)
         entry = self.registry.use(unquote(args.name) or "")
-        _show(Notice(f"{entry.name} is now the active model.", "success"))
+        show(Notice(f"{entry.name} is now the active model.", "success"))
 
     @magic_arguments()
     @argument("name", nargs="?", default=None, help="The model to unload (default: the active one).")
@@ -150,23 +150,17 @@ class ModelMagics(SessionMagics):
         if args.all and args.name:
             raise InvalidOption("Give a NAME or --all, not both.")
         if args.all and len(self.registry) == 0:
-            _show(Notice("Nothing to unload: no models are loaded."))
+            show(Notice("Nothing to unload: no models are loaded."))
             return
         report = self.registry.unload(unquote(args.name), everything=args.all)
         active = self.registry.active_name
-        _show(
+        show(
             Notice(
                 f"Unloaded {', '.join(report.names)}, freeing about {format_bytes(report.freed_bytes)}."
                 + (f" Active model: {active}." if active else " No models are loaded now."),
                 "success",
             )
         )
-
-
-def _show(obj: object) -> None:
-    from IPython.display import display
-
-    display(obj)
 
 
 def _describe(entry: object) -> str:

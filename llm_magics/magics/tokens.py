@@ -11,8 +11,8 @@ from IPython.utils.process import arg_split
 from traitlets import Bool, Int
 
 from ..errors import InvalidOption
-from ..registry import ModelEntry
-from ._base import SessionMagics, unquote
+from ..registry import ModelEntry, has_chat_template
+from ._base import SessionMagics, show, unquote
 
 
 class TokenMagics(SessionMagics):
@@ -85,8 +85,6 @@ class TokenMagics(SessionMagics):
 
         Settings: `%config LlmMagics.tokens_max_tokens = 5000`, `tokens_show_ids`, `tokens_top_k`.
         """
-        from IPython.display import display
-
         from ..display.tokens import TokenExplorer, TokenView
         from ..tokens import analyse, analyse_chat, with_probabilities
 
@@ -120,7 +118,7 @@ class TokenMagics(SessionMagics):
                 max_tokens=max_tokens,
                 plain=render_plain,
             )
-            if not getattr(entry.tokenizer, "chat_template", None):
+            if not has_chat_template(entry.tokenizer):
                 view.notes.append(
                     f"{entry.name} has no chat template, so %%llm_chat sends it this plain transcript instead."
                 )
@@ -129,7 +127,7 @@ class TokenMagics(SessionMagics):
                     f"No conversation with {entry.name} yet, so this is an example conversation as {entry.name} "
                     "would receive it; chat with %%llm_chat and run %tokens --chat again to see yours."
                 )
-            display(
+            show(
                 TokenView([view], show_ids=show_ids, max_tokens=max_tokens, title="as the model receives it")
             )
             return None
@@ -152,7 +150,7 @@ class TokenMagics(SessionMagics):
                 )
                 return TokenView([view], show_ids=show_ids, max_tokens=max_tokens)
 
-            display(TokenExplorer(list(by_name), render, text=text, name=entry.name))
+            show(TokenExplorer(list(by_name), render, text=text, name=entry.name))
             return None
 
         if not text:
@@ -181,7 +179,7 @@ class TokenMagics(SessionMagics):
             if args.probs:
                 with_probabilities(view, item.model, item.tokenizer, top_k=self.tokens_top_k)
             views.append(view)
-        display(TokenView(views, show_ids=show_ids, max_tokens=max_tokens))
+        show(TokenView(views, show_ids=show_ids, max_tokens=max_tokens))
         return None
 
     def _text(self, line: str, args: Any, cell: str | None) -> str:
