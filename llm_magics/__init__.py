@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from .engines.base import Engine
     from .magics import LlmMagics
-    from .registry import ModelEntry
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -33,7 +33,13 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 def _close(ipython: Any, magics: LlmMagics) -> None:
     magics.close()
-    ipython.magics_manager.registry.pop("LlmMagics", None)
+    manager = ipython.magics_manager
+    manager.registry.pop("LlmMagics", None)
+    # IPython has no API to unregister magics: drop the bound methods of this instance, so that
+    # %llm_list after %unload_ext is "not found" rather than a call into a closed session.
+    for table in manager.magics.values():
+        for name in [name for name, method in table.items() if getattr(method, "__self__", None) is magics]:
+            del table[name]
     if magics in ipython.configurables:
         ipython.configurables.remove(magics)
 
@@ -42,7 +48,7 @@ def _session_magics(ipython: Any) -> LlmMagics | None:
     return ipython.magics_manager.registry.get("LlmMagics")
 
 
-def _current_entry(name: str | None) -> ModelEntry:
+def _current_engine(name: str | None) -> Engine:
     from IPython import get_ipython
 
     from .errors import NotLoaded
@@ -55,21 +61,38 @@ def _current_entry(name: str | None) -> ModelEntry:
 
 
 def get_model(name: str | None = None) -> tuple[Any, Any]:
-    """The (model, tokenizer) of a loaded entry, the active one by default, for your own code."""
-    entry = _current_entry(name)
-    return entry.model, entry.tokenizer
+    """The (model, tokenizer) of a loaded in-process model, the active one by default, for your own code.
+
+    A tokenizer-only load gives `(None, tokenizer)`.
+    """
+    from .engines.base import HoldsModel, Tokenizes
+    from .errors import NotLoaded
+
+    engine = _current_engine(name)
+    if isinstance(engine, HoldsModel):
+        return engine.model, engine.tokenizer
+    if isinstance(engine, Tokenizes):
+        return None, engine.tokenizer
+    raise NotLoaded(
+        f"{engine.name!r} runs on the {engine.describe().kind.value} engine: there is no model object here."
+    )
 
 
-def get_entry(name: str | None = None) -> ModelEntry:
-    """The registry entry (model, tokenizer and what the summary card shows)."""
-    return _current_entry(name)
+def get_entry(name: str | None = None) -> Engine:
+    """The loaded engine: `.describe()` is what the card shows; in-process ones have `.model`, `.tokenizer`."""
+    return _current_engine(name)
 
 
 def tokenize(text: str, name: str | None = None) -> list[Any]:
     """Token spans (id, token string, start, end, is_special) of `text` under a loaded tokenizer."""
+    from .engines.base import Tokenizes
+    from .errors import NotLoaded
     from .tokens import tokenize_text
 
-    return tokenize_text(_current_entry(name).tokenizer, text)
+    engine = _current_engine(name)
+    if not isinstance(engine, Tokenizes):
+        raise NotLoaded(f"{engine.name!r} has no tokenizer here.")
+    return tokenize_text(engine.tokenizer, text)
 
 
 __all__ = [

@@ -19,6 +19,24 @@ Message = dict[str, str]
 
 ROLES = ("system", "user", "assistant")
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate(text: str) -> str | None:
+    """Where `text` holds a lone surrogate (not valid Unicode: no tokenizer, file or server takes
+    it), as "U+D800 at 12"; None when the text is valid."""
+    found = _SURROGATE.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X} at {found.start()}"
+
+
+def check_text(text: str, what: str = "The text") -> None:
+    """Raise `InvalidOption` for text that is not valid Unicode, in one line."""
+    where = lone_surrogate(text)
+    if where is not None:
+        raise InvalidOption(
+            f"{what} holds a lone surrogate ({where}), which is not valid Unicode; no tokenizer can encode it."
+        )
+
 
 class Conversation:
     """One chat's `messages` (role/content dicts, the system message first if any)."""

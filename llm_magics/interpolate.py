@@ -1,13 +1,20 @@
 """`{name}` substitution in cell text from the user's namespace.
 
-Only simple references are replaced: a name, optionally followed by `.attr` or `[int]` steps
-(`{topic}`, `{In[3]}`, `{Out[3]}`, `{cfg.title}`). Anything else in braces — code, JSON, set
-literals, unknown names — is left exactly as written, so a cell never fails because of a brace.
-`{{name}}` is an escape and stays as `{name}`.
+What is substituted, and nothing else:
+
+- a name: `{topic}` becomes `str(topic)`;
+- `In[n]` and `Out[n]`, and `[n]` after any list, tuple, string or dict (`{scores[0]}`);
+- `.attr` steps that read plain data: an instance's own attribute or a module's value
+  (`{cfg.title}`, `{math.pi}`). A step that would run code — a property, a method, any other
+  descriptor — or that starts with an underscore (`{x.__class__}`, `{f.__globals__}`) is not taken.
+
+Anything else in braces — code, JSON, set literals, unknown names, refused steps — is left exactly
+as written, so a cell never fails because of a brace. `{{name}}` is an escape and stays as `{name}`.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +25,31 @@ _STEP = re.compile(r"\.([A-Za-z_]\w*)|\[(-?\d+)\]")
 _MISSING = object()
 
 
+def _attribute(value: Any, name: str) -> Any:
+    """A plain data attribute of `value`, or _MISSING when reading it could run code."""
+    if name.startswith("_"):
+        return _MISSING
+    try:
+        found = inspect.getattr_static(value, name)
+    except AttributeError:
+        return _MISSING
+    # Properties, methods, functions and other descriptors compute their value: not taken.
+    return _MISSING if hasattr(type(found), "__get__") or callable(found) else found
+
+
+def _item(value: Any, index: int) -> Any:
+    """`value[index]` through the built-in type's own lookup (a subclass's `__getitem__` never runs)."""
+    if isinstance(value, dict):
+        return dict.get(value, index, _MISSING)
+    lookup: Any = next((kind.__getitem__ for kind in (list, tuple, str) if isinstance(value, kind)), None)
+    if lookup is None:
+        return _MISSING
+    try:
+        return lookup(value, index)
+    except IndexError:
+        return _MISSING
+
+
 def _resolve(reference: str, namespace: Mapping[str, Any]) -> Any:
     head = re.match(r"[A-Za-z_]\w*", reference)
     assert head is not None
@@ -26,10 +58,7 @@ def _resolve(reference: str, namespace: Mapping[str, Any]) -> Any:
         if value is _MISSING:
             break
         attribute, index = step.groups()
-        try:
-            value = getattr(value, attribute) if attribute else value[int(index)]
-        except Exception:
-            value = _MISSING
+        value = _attribute(value, attribute) if attribute else _item(value, int(index))
     return value
 
 

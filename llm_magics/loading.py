@@ -6,7 +6,9 @@ only inside functions: importing it costs nothing. The steps, each a function of
     resolve_source(text)   -> ModelSource     what MODEL names (alias, .gguf, folder, hub id)
     plan_load(source, ...) -> LoadPlan        dtype, quantization, device map, chosen for this machine
     estimate_memory(...)   -> MemoryEstimate  from the config on the meta device, no weights
-    load_model(plan, ...)  -> ModelEntry      the real load, checked against the estimate first
+    load_model(plan, ...)  -> TransformersEngine   the real load, checked against the estimate first
+
+The in-process engines (`engines.transformers`, and the pipeline engine) load through here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .engines.base import EngineInfo, EngineKind
+from .engines.transformers import TokenizerEngine, TransformersEngine
 from .errors import (
     HubUnreachable,
     InsufficientMemory,
@@ -35,7 +39,7 @@ from .errors import (
     QuantizationUnavailable,
     first_line,
 )
-from .registry import ModelEntry, context_length_of, has_chat_template
+from .prompts import context_length_of, has_chat_template
 
 DEFAULT_ALIAS = "smollm2-135m"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -654,24 +658,26 @@ def quiet_bitsandbytes() -> None:
 
 @contextlib.contextmanager
 def _transformers_errors(plan: LoadPlan) -> Iterator[None]:
-    """Turn transformers' failures on bad files into one line; real bugs keep their traceback."""
+    """Turn transformers' failures on bad files into one line, by exception type; our bugs keep
+    their traceback."""
+    from huggingface_hub.errors import RepositoryNotFoundError
     from safetensors import SafetensorError
 
     try:
         yield
-    except (HubUnreachable, ModelNotFound, QuantizationUnavailable, InsufficientMemory):
-        raise
-    except (OSError, SafetensorError) as error:
-        if plan.source.kind == "hub" and "not a valid model identifier" in str(error):
+    except OSError as error:
+        # transformers re-raises the hub's "no such repository" as an OSError from it.
+        if isinstance(error, RepositoryNotFoundError) or isinstance(error.__cause__, RepositoryNotFoundError):
             raise ModelNotFound(
                 f"{plan.source.hub_id} is not a model on the hub (check the spelling)."
             ) from error
         raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
-    except (ValueError, KeyError, RuntimeError) as error:
-        if "bitsandbytes" in str(error).lower() or "quant" in str(error).lower():
-            raise QuantizationUnavailable(
-                f"--quant {plan.quantization} failed: {_first_line(error)}"
-            ) from error
+    except ImportError as error:
+        if plan.quantization == "none":
+            raise
+        # transformers checks for (a working) bitsandbytes only once it builds the quantizer.
+        raise QuantizationUnavailable(f"--quant {plan.quantization} failed: {_first_line(error)}") from error
+    except (SafetensorError, ValueError, KeyError) as error:
         raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
 
 
@@ -696,8 +702,8 @@ def load_model(
     *,
     check_memory: bool = True,
     progress: Progress = _no_progress,
-) -> ModelEntry:
-    """Load tokenizer and (unless tokenizer-only) weights; nothing is registered here."""
+) -> TransformersEngine | TokenizerEngine:
+    """Load tokenizer and (unless tokenizer-only) weights into an engine; nothing is registered here."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -723,15 +729,17 @@ def load_model(
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
         if plan.tokenizer_only:
-            return ModelEntry(
+            info = EngineInfo(
                 name=plan.name,
                 source=plan.source.label,
-                tokenizer=tokenizer,
+                kind=EngineKind.TRANSFORMERS,
+                tokenizer_only=True,
                 context_length=context_length_of(_config_or_none(plan), tokenizer),
                 has_chat_template=has_chat_template(tokenizer),
                 load_seconds=time.perf_counter() - started,
                 notes=notes + ["tokenizer only: no weights loaded"],
             )
+            return TokenizerEngine(info, tokenizer)
 
         with _bars_to(progress):
             model = AutoModelForCausalLM.from_pretrained(
@@ -747,11 +755,10 @@ def load_model(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if plan.quantization != "none":
         notes.append(f"compute dtype {plan.dtype}: {plan.dtype_reason}")
-    return ModelEntry(
+    info = EngineInfo(
         name=plan.name,
         source=plan.source.label,
-        tokenizer=tokenizer,
-        model=model,
+        kind=EngineKind.TRANSFORMERS,
         quantization=_describe_quantization(plan),
         dtype=plan.dtype,
         compute_dtype=plan.dtype if plan.quantization != "none" else None,
@@ -763,6 +770,7 @@ def load_model(
         has_chat_template=has_chat_template(tokenizer),
         notes=notes,
     )
+    return TransformersEngine(info, tokenizer, model)
 
 
 def _describe_quantization(plan: LoadPlan) -> str:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .conversation import check_text
+from .engines.base import ScoresTokens
 from .errors import InvalidOption
-from .registry import context_length_of, has_chat_template
+from .prompts import context_length_of, has_chat_template
 
 #: A conversation shown by `%tokens --chat` before the user has chatted, so the template is visible.
 EXAMPLE_CONVERSATION: list[dict[str, str]] = [
@@ -33,7 +34,6 @@ EXAMPLE_CONVERSATION: list[dict[str, str]] = [
 # Describing every difference of a 100,000-character text would drown the one that matters.
 _MAX_CHANGES = 5
 _DIFF_WINDOW = 4000
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +159,7 @@ def _encode(tokenizer: Any, text: str, add_special_tokens: bool) -> tuple[list[i
             "This tokenizer has no offset mapping (it is not a fast tokenizer): %tokens needs one to "
             "show which characters each token covers."
         )
-    surrogate = _SURROGATE.search(text)
-    if surrogate is not None:
-        raise InvalidOption(
-            f"The text holds a lone surrogate (U+{ord(surrogate.group()):04X} at {surrogate.start()}), "
-            "which is not valid Unicode; no tokenizer can encode it."
-        )
+    check_text(text)
     encoding = tokenizer(
         text, add_special_tokens=add_special_tokens, return_offsets_mapping=True, verbose=False
     )
@@ -422,13 +417,13 @@ def token_probabilities(model: Any, tokenizer: Any, ids: Sequence[int], *, top_k
     return TokenProbs(probs, top, perplexity)
 
 
-def with_probabilities(view: Tokenization, model: Any, tokenizer: Any, *, top_k: int = 5) -> Tokenization:
-    """Attach `token_probabilities` of the whole text to the view (it must fit the context)."""
+def with_probabilities(view: Tokenization, scorer: ScoresTokens, *, top_k: int = 5) -> Tokenization:
+    """Attach the scorer's `token_probabilities` of the whole text to the view (it must fit the context)."""
     if view.context_length and view.n_tokens > view.context_length:
         raise InvalidOption(
             f"--probs needs the text to fit the model's context: {view.n_tokens:,} tokens > {view.context_length:,}."
         )
-    view.probs = token_probabilities(model, tokenizer, view.ids, top_k=top_k)
+    view.probs = scorer.token_probabilities(view.ids, top_k=top_k)
     return view
 
 

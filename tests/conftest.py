@@ -11,7 +11,6 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from llm_magics.registry import ModelEntry, has_chat_template  # noqa: E402
 from tests import factories  # noqa: E402
 
 
@@ -102,19 +101,22 @@ def loaded_tiny(tiny_models):
 
 
 @pytest.fixture
-def tiny_entry(loaded_tiny):
-    """A fresh entry (empty state) for a tiny model: `tiny_entry("llama")`."""
+def tiny_engine(loaded_tiny):
+    """A fresh in-process engine (no conversation yet) over a tiny model: `tiny_engine("llama")`."""
+    from llm_magics.engines.base import EngineInfo, EngineKind
+    from llm_magics.engines.transformers import TransformersEngine
+    from llm_magics.prompts import has_chat_template
 
-    def make(family: str = "llama", context_length: int | None = None) -> ModelEntry:
+    def make(family: str = "llama", context_length: int | None = None) -> TransformersEngine:
         model, tokenizer = loaded_tiny(family)
-        return ModelEntry(
+        info = EngineInfo(
             name=f"tiny-{family}",
             source=family,
-            tokenizer=tokenizer,
-            model=model,
+            kind=EngineKind.TRANSFORMERS,
             context_length=context_length or model.config.max_position_embeddings,
             has_chat_template=has_chat_template(tokenizer),
         )
+        return TransformersEngine(info, tokenizer, model)
 
     return make
 
@@ -124,5 +126,5 @@ def smollm(bundled_gguf):
     """The bundled SmolLM2-135M-Instruct in float32, loaded once per run (converted once, cached)."""
     from llm_magics import loading
 
-    entry = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
-    return entry.model, entry.tokenizer
+    engine = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
+    return engine.model, engine.tokenizer

@@ -58,10 +58,10 @@ class RaiseOnForward:
 
 
 def say(
-    entry,
-    conversation,
+    engine,
     message,
     *,
+    session=None,
     max_new_tokens=12,
     reuse_cache=True,
     system=None,
@@ -69,23 +69,15 @@ def say(
     cpu_decoding="exact",
     **options,
 ):
-    """One chat turn through the core, as `%%llm_chat` takes it: prepare, then generate and commit."""
-    from llm_magics import chat as core
+    """One chat turn through the engine, as `%%llm_chat` takes it: prepare, then respond (and commit).
 
-    prepared = core.prepare_chat(
-        entry.tokenizer,
-        conversation,
-        message,
-        max_new_tokens=max_new_tokens,
-        context_length=entry.context_window(),
-        system=system,
-    )
-    return core.chat(
-        entry,
-        conversation,
-        prepared,
-        core.GenerationOptions(max_new_tokens=max_new_tokens, **options),
-        reuse_cache=reuse_cache,
-        on_text=on_text,
-        cpu_decoding=cpu_decoding,
+    `session` defaults to the engine's current conversation.
+    """
+    from llm_magics.engines.base import GenerationOptions
+
+    engine.reuse_cache, engine.cpu_decoding = reuse_cache, cpu_decoding
+    session = session or engine.session
+    prepared = session.prepare(message, max_new_tokens=max_new_tokens, system=system)
+    return session.respond(
+        prepared, GenerationOptions(max_new_tokens=max_new_tokens, **options), on_text=on_text
     )

@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+import torch
 
 import llm_magics
 from tests.helpers import (
@@ -27,7 +28,7 @@ def chat(shell, message: str, options: str = ""):
 
 
 def conversation(shell, name: str | None = None) -> list[dict[str, str]]:
-    return magics(shell).registry.get(name).state["conversation"].messages
+    return magics(shell).registry.get(name).session.conversation.messages
 
 
 def plain_workflow(name: str, messages, max_new_tokens: int):
@@ -162,7 +163,7 @@ def test_cache_reuse_shows_in_the_footer_and_can_be_switched_off(shell, tiny):
 
 def test_cpu_decoding_mode_is_a_setting_and_replies_stay_the_same(shell, tiny):
     def cache_layers() -> set[str]:
-        cache = magics(shell).registry.get(None).state["conversation"].cache
+        cache = magics(shell).registry.get(None).session.cache
         return {type(layer).__name__ for layer in cache.layers}
 
     replies = {}
@@ -215,7 +216,7 @@ def test_complete_continues_the_text_and_leaves_the_conversation_alone(shell, ba
     assert shell.user_ns["story"] == shell.user_ns["_llm_reply"] == expected
     final = captured.outputs[-1].data
     assert final["text/plain"].startswith("Once upon a time" + expected)
-    assert "conversation" not in magics(shell).registry.get("base").state
+    assert conversation(shell, "base") == []
 
 
 # -- streaming and display --------------------------------------------------------------------
@@ -329,17 +330,31 @@ def test_generation_failure_is_one_line_and_history_is_untouched(shell, tiny):
     threads = threading.active_count()
     model, _ = llm_magics.get_model(tiny)
     hook = model.register_forward_hook(
-        RaiseOnForward(RuntimeError("CUDA out of memory. Tried to allocate 9 GiB"), 2)
+        RaiseOnForward(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB"), 2)
     )
     try:
         result, captured = chat(shell, "Again", "--max-new-tokens 10")
     finally:
         hook.remove()
-    assert_one_line_error(result, captured, "GenerationFailed", "CUDA out of memory")
+    assert_one_line_error(result, captured, "GenerationFailed", "Out of memory")
     assert conversation(shell) == before
     assert threading.active_count() == threads
     assert "failed" in captured.outputs[-1].data["text/plain"], "the live output ends in a failed state"
     assert chat(shell, "Again", "--max-new-tokens 4")[0].success
+
+
+def test_a_bug_inside_generation_keeps_its_traceback_and_history_is_untouched(shell, tiny):
+    chat(shell, "Hello", "--max-new-tokens 4")
+    before = [dict(m) for m in conversation(shell)]
+    model, _ = llm_magics.get_model(tiny)
+    hook = model.register_forward_hook(RaiseOnForward(TypeError("a bug of ours"), 2))
+    try:
+        result, captured = chat(shell, "Again", "--max-new-tokens 10")
+    finally:
+        hook.remove()
+    assert isinstance(result.error_in_exec, TypeError), "not wrapped into a one-line error"
+    assert "Traceback" in captured.stdout + captured.stderr or result.error_in_exec.__traceback__ is not None
+    assert conversation(shell) == before
 
 
 # -- history files ----------------------------------------------------------------------------
@@ -422,7 +437,7 @@ def test_a_message_that_interpolates_to_nothing_is_refused(shell, tiny):
     shell.user_ns["test_blank"] = "  "
     result, captured = chat(shell, "{test_blank}", "--max-new-tokens 4")
     assert_one_line_error(result, captured, "InvalidOption", "The message is empty")
-    assert "conversation" not in magics(shell).registry.get(tiny).state or conversation(shell) == []
+    assert conversation(shell) == []
 
 
 def test_bad_trait_value_is_reported_like_a_bad_flag(shell, tiny):
@@ -475,3 +490,13 @@ def test_the_magics_are_registered_with_their_help(shell):
     assert (
         "--max-new-tokens" in magics(shell).llm_chat.__doc__ and "Example" in magics(shell).llm_chat.__doc__
     )
+
+
+def test_compare_gives_each_model_the_reply_it_gives_alone(shell, tiny, tiny_models):
+    assert run(shell, f"%llm_load {tiny_models['qwen2']} --as other --dtype float32")[0].success
+    result, captured = chat(shell, QUESTION, f"{tiny} --compare other --max-new-tokens 8")
+    assert result.success
+    together = shell.user_ns["_llm_reply"]
+    assert together[tiny] == plain_workflow(tiny, [{"role": "user", "content": QUESTION}], 8)
+    assert together["other"] == plain_workflow("other", [{"role": "user", "content": QUESTION}], 8)
+    assert len(conversation(shell, tiny)) == len(conversation(shell, "other")) == 2

@@ -249,5 +249,5 @@ def test_pad_token_is_set_from_eos(tiny_models):
     entry = loading.load_model(plan_load(resolve_source(str(tiny_models["gpt2"])), hardware=CPU))
     assert entry.tokenizer.pad_token == entry.tokenizer.eos_token == "<|endoftext|>"
     assert entry.model.generation_config.pad_token_id == entry.tokenizer.eos_token_id
-    assert entry.has_chat_template is False
-    assert entry.context_length == 256
+    assert entry.describe().has_chat_template is False
+    assert entry.describe().context_length == 256

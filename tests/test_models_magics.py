@@ -10,6 +10,7 @@ import weakref
 import pytest
 
 import llm_magics
+from llm_magics.engines.base import HoldsModel
 from tests.factories import FAMILIES
 from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 
@@ -28,7 +29,7 @@ def test_every_family_loads_with_every_quantization(shell, tiny_models, family, 
     expected = {"none": None, "4bit": "Linear4bit", "8bit": "Linear8bitLt"}[quant]
     if expected:
         assert expected in layer_types
-        assert entry.quantization.startswith(quant)
+        assert entry.describe().quantization.startswith(quant)
     else:
         assert not layer_types & {"Linear4bit", "Linear8bitLt"}
     # The model really runs: one forward pass gives logits over the tokenizer's vocabulary.
@@ -47,7 +48,7 @@ def test_dtype_is_applied_and_shown(shell, tiny_models, family, dtype):
     assert result.success
     entry = magics(shell).registry.get(f"tiny-{family}")
     assert str(entry.model.dtype) == f"torch.{dtype}"
-    assert entry.dtype == dtype
+    assert entry.describe().dtype == dtype
     assert dtype in shown_text(captured)
 
 
@@ -136,7 +137,7 @@ def test_loading_a_loaded_name_is_a_no_op_unless_reload(shell, tiny_models):
     assert magics(shell).registry.get("x").model is first
     result, _ = run(shell, f"%llm_load {tiny_models['llama']} --as x --quant 4bit --reload")
     assert result.success
-    assert magics(shell).registry.get("x").quantization.startswith("4bit")
+    assert magics(shell).registry.get("x").describe().quantization.startswith("4bit")
 
 
 def test_magics_return_nothing(shell, tiny_models):
@@ -149,8 +150,9 @@ def test_tokenizer_only_load(shell, tiny_models):
     result, captured = run(shell, f"%llm_load {tiny_models['gpt2']} --tokenizer-only --as tok")
     assert result.success
     entry = magics(shell).registry.get("tok")
-    assert entry.model is None and entry.tokenizer is not None
-    assert entry.context_length == 256, "read from the config, for the context bar of %tokens"
+    assert not isinstance(entry, HoldsModel) and entry.tokenizer is not None
+    assert llm_magics.get_model("tok") == (None, entry.tokenizer)
+    assert entry.describe().context_length == 256, "read from the config, for the context bar of %tokens"
     assert "tokenizer only" in shown_text(captured)
 
 
@@ -199,7 +201,7 @@ def test_unload_returns_process_memory(shell):
     run(shell, "%llm_unload warm")
     before = _rss()
     run(shell, "%llm_load --dtype bfloat16 --as big")
-    footprint = magics(shell).registry.get("big").footprint_bytes
+    footprint = magics(shell).registry.get("big").describe().footprint_bytes
     loaded = _rss()
     run(shell, "%llm_unload big")
     after = _rss()
@@ -215,7 +217,7 @@ def test_a_leaked_reference_is_caught_by_the_memory_measure(shell):
     before = _rss()
     run(shell, "%llm_load --dtype bfloat16 --as leaky")
     leaked, _ = llm_magics.get_model("leaky")
-    footprint = magics(shell).registry.get("leaky").footprint_bytes
+    footprint = magics(shell).registry.get("leaky").describe().footprint_bytes
     run(shell, "%llm_unload leaky")
     assert _rss() - before > 0.7 * footprint
     del leaked
@@ -296,7 +298,7 @@ def test_bundled_default_loads_converts_once_and_answers(shell, isolated_cache):
     result, captured = run(shell, "%llm_load")
     assert result.success, result.error_in_exec
     entry = magics(shell).registry.get("smollm2-135m")
-    assert entry.has_chat_template and entry.context_length == 8192
+    assert entry.describe().has_chat_template and entry.describe().context_length == 8192
     assert list(isolated_cache.glob("SmolLM2-135M-Instruct*/model.safetensors"))
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     inputs = entry.tokenizer.apply_chat_template(
@@ -334,7 +336,7 @@ def test_estimate_is_within_15_percent_of_the_measured_footprint(shell, options)
     plan = loading.plan_load(source, quantization=quant, dtype=dtype)
     estimate = loading.estimate_memory(plan)
     run(shell, f"%llm_load {options} --as measured")
-    measured = magics(shell).registry.get("measured").footprint_bytes
+    measured = magics(shell).registry.get("measured").describe().footprint_bytes
     predicted = estimate.bytes_for(loading.plan_mode(plan))
     assert abs(predicted - measured) / measured < 0.15, (predicted, measured)
 
@@ -347,3 +349,64 @@ def test_estimate_shows_the_table_and_loads_nothing(shell):
     for mode in ("float32", "bfloat16 / float16", "8-bit", "4-bit nf4", "available system RAM", "No weights"):
         assert mode in text
     assert len(magics(shell).registry) == 0
+
+
+def test_quoted_options_reach_the_loader_without_their_quotes(shell, tiny_models):
+    result, captured = run(shell, f"""%llm_load {tiny_models['llama']} --as "mine" --quant "none" --device-map 'cpu'""")
+    assert result.success, result.error_in_exec
+    assert magics(shell).registry.names() == ["mine"]
+    assert magics(shell).registry.get("mine").describe().device == "cpu"
+
+
+def test_the_same_name_from_another_source_is_not_already_loaded(shell, tiny_models, tmp_path):
+    import shutil
+
+    other = tmp_path / "other" / tiny_models["llama"].name
+    shutil.copytree(tiny_models["llama"], other)
+    assert run(shell, f"%llm_load {tiny_models['llama']}")[0].success
+    name = magics(shell).registry.names()[0]
+    first = magics(shell).registry.get(name)
+    result, captured = run(shell, f"%llm_load {other}")
+    assert_one_line_error(result, captured, "InvalidOption", "already loaded from")
+    assert "--as NAME" in captured.stdout + captured.stderr
+    assert magics(shell).registry.get(name) is first, "nothing changed"
+    assert run(shell, f"%llm_load {other} --as second")[0].success
+    assert magics(shell).registry.names() == [name, "second"]
+
+
+def test_a_failed_load_leaves_no_status_line_behind(shell, tmp_path, monkeypatch):
+    import llm_magics.display.notice as notice
+
+    monkeypatch.setattr(notice, "is_rich", lambda shell: True)  # a notebook, where it can be replaced
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    result, captured = run(shell, f"%llm_load {broken}")
+    assert not result.success
+    assert "Loading broken" in captured.outputs[0].data["text/plain"], "the status line was shown"
+    assert captured.outputs[-1].update and captured.outputs[-1].data == {"text/plain": ""}
+
+
+def test_unload_names_what_still_holds_the_model(shell, tiny_models):
+    run(shell, f"%llm_load {tiny_models['llama']} --as a")
+    shell.run_cell("import llm_magics\nllm_magics.get_model('a')", store_history=True)  # Out[n], _n and _
+    shell.user_ns["test_model_ref"], _ = llm_magics.get_model("a")
+    result, captured = run(shell, "%llm_unload a")
+    assert result.success
+    text = shown_text(captured)
+    assert "still refer to its model" in text  # several holders
+    assert "Out[" in text and "test_model_ref" in text
+    assert "del test_model_ref" in text and "%reset -f out" in text
+    assert magics(shell).registry.names() == []
+    shell.run_line_magic("reset", "-f")
+
+
+def test_unload_frees_once_the_named_holder_is_gone(shell, tiny_models):
+    run(shell, f"%llm_load {tiny_models['llama']} --as a")
+    shell.user_ns["test_cache"] = {"model": llm_magics.get_model("a")[0]}
+    alive = weakref.ref(magics(shell).registry.get("a").model)
+    result, captured = run(shell, "%llm_unload a")
+    assert "test_cache still refers" in shown_text(captured)
+    del shell.user_ns["test_cache"]
+    gc.collect()
+    assert alive() is None

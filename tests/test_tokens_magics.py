@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import re
-from types import SimpleNamespace
 
 import pytest
 from IPython.utils.capture import capture_output
 
 import llm_magics
+from llm_magics.conversation import Conversation
+from llm_magics.engines.base import EngineInfo, EngineKind
+from llm_magics.engines.transformers import TokenizerEngine
 from llm_magics.errors import InvalidOption, NotLoaded
-from llm_magics.registry import ModelEntry
+from tests.fake_engine import fake_engine
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -34,11 +36,20 @@ def magics(shell):
     return shell.magics_manager.registry["LlmMagics"]
 
 
-def add_entry(shell, name: str, tokenizer, **kwargs) -> ModelEntry:
-    """A tokenizer-only registry entry, as `%llm_load --tokenizer-only` makes, without the files."""
-    entry = ModelEntry(name=name, source=name, tokenizer=tokenizer, **kwargs)
-    magics(shell).registry.add(entry)
-    return entry
+def add_entry(shell, name: str, tokenizer, **kwargs) -> TokenizerEngine:
+    """A tokenizer-only engine, as `%llm_load --tokenizer-only` makes, without the files."""
+    info = EngineInfo(name=name, source=name, kind=EngineKind.TRANSFORMERS, tokenizer_only=True, **kwargs)
+    engine = TokenizerEngine(info, tokenizer)
+    magics(shell).registry.add(engine)
+    return engine
+
+
+def add_chatting(shell, name: str, tokenizer, messages):
+    """An engine with a tokenizer and a conversation (the fake engine: no weights needed)."""
+    engine = fake_engine(name, tokenizer=tokenizer)
+    engine.session.replace(Conversation(messages))
+    magics(shell).registry.add(engine)
+    return engine
 
 
 def show(shell, line: str, cell: str | None = None):
@@ -231,13 +242,12 @@ def test_compare_shows_two_tokenizers_side_by_side(shell, gpt2_tokenizer, smollm
 
 
 def test_chat_shows_the_conversation_through_the_template(shell, smollm_tokenizer):
-    entry = add_entry(shell, "smol", smollm_tokenizer, has_chat_template=True)
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi <there>"},
         {"role": "assistant", "content": "Hello!"},
     ]
-    entry.state["conversation"] = SimpleNamespace(messages=messages)
+    add_chatting(shell, "smol", smollm_tokenizer, messages)
     plain, markup = show(shell, "--chat")
     expected = smollm_tokenizer.apply_chat_template(messages, tokenize=False)
     assert shown_text(markup) == [_marked(expected)]
@@ -250,10 +260,7 @@ def test_chat_shows_the_conversation_through_the_template(shell, smollm_tokenize
 
 
 def test_chat_before_any_conversation_shows_an_example(shell, smollm_tokenizer):
-    entry = add_entry(shell, "smol", smollm_tokenizer, has_chat_template=True)
-    entry.state["conversation"] = SimpleNamespace(
-        messages=[{"role": "system", "content": "Answer in French."}]
-    )
+    add_chatting(shell, "smol", smollm_tokenizer, [{"role": "system", "content": "Answer in French."}])
     plain, markup = show(shell, "--chat")
     assert "No conversation with smol yet, so this is an example conversation" in plain
     assert "Answer·in·French." in shown_text(markup)[0]
@@ -262,11 +269,10 @@ def test_chat_before_any_conversation_shows_an_example(shell, smollm_tokenizer):
 
 
 def test_chat_without_a_template_shows_the_plain_transcript(shell, gpt2_tokenizer):
-    from llm_magics.chat import render_plain
+    from llm_magics.prompts import render_plain
 
-    entry = add_entry(shell, "bpe", gpt2_tokenizer)
     messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"}]
-    entry.state["conversation"] = SimpleNamespace(messages=messages)
+    add_chatting(shell, "bpe", gpt2_tokenizer, messages)
     plain, markup = show(shell, "--chat")
     assert "bpe has no chat template, so %%llm_chat sends it this plain transcript instead." in plain
     assert shown_text(markup) == [_marked(render_plain(messages))]
@@ -324,7 +330,7 @@ def test_a_tokenizer_only_load_is_enough_for_tokens_and_compare(shell, tiny_mode
         shell.run_line_magic("llm_load", f"{tiny_models['llama']} --tokenizer-only --as llama")
         shell.run_line_magic("llm_load", f"{tiny_models['gpt2']} --tokenizer-only --as gpt2")
     entry = magics(shell).registry.get("gpt2")
-    assert entry.tokenizer_only
+    assert entry.describe().tokenizer_only
     plain, markup = show(shell, "--compare llama The café 日本語")
     assert plain.index("── gpt2 ──") < plain.index("── llama ──")
     assert shown_text(markup) == ["The·café·日本語"] * 2
@@ -398,3 +404,13 @@ def test_a_saved_notebook_keeps_the_three_views(tiny_models, tmp_path):
     assert "as the model receives it" in exported and "&lt;|im_start|&gt;" in exported
     assert re.search(r"perplexity [\d,]+\.\d\d", exported)
     assert "<script>alert(1)</script>" not in exported
+
+
+def test_an_engine_with_a_tokenizer_but_no_scores_shows_tokens_but_no_probs(shell, gpt2_tokenizer):
+    from tests.helpers import assert_one_line_error, run
+
+    magics(shell).registry.add(fake_engine("fake", tokenizer=gpt2_tokenizer))
+    result, captured = run(shell, "%tokens hello world")
+    assert result.success and "11 characters" in captured.outputs[0].data["text/plain"]
+    result, captured = run(shell, "%tokens --probs hello world")
+    assert_one_line_error(result, captured, "InvalidOption", "gives none")

@@ -6,8 +6,8 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from ..engines.base import EngineInfo, EngineKind
 from ..loading import GB, MemoryEstimate
-from ..registry import ModelEntry
 
 _TABLE = "border-collapse:collapse;font-family:system-ui,sans-serif;font-size:13px;margin:4px 0"
 _CELL = "padding:2px 10px;border-bottom:1px solid #ddd;text-align:left"
@@ -51,17 +51,19 @@ def _text_table(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> 
 
 
 class ModelCard:
-    """What a loaded entry is and costs: shown after every %llm_load."""
+    """What a loaded engine is and costs: shown after every %llm_load."""
 
-    def __init__(self, entry: ModelEntry) -> None:
-        self.entry = entry
+    def __init__(self, info: EngineInfo) -> None:
+        self.info = info
 
     def rows(self) -> list[tuple[str, str]]:
-        entry = self.entry
+        entry = self.info
         rows = [("name", entry.name), ("source", entry.source)]
+        if entry.kind is not EngineKind.TRANSFORMERS:
+            rows.append(("engine", entry.kind.value))
         if entry.tokenizer_only:
             rows.append(("weights", "none (tokenizer only)"))
-        else:
+        elif entry.kind is not EngineKind.REMOTE:
             rows += [
                 ("parameters", format_count(entry.parameters)),
                 ("dtype", entry.dtype),
@@ -69,17 +71,19 @@ class ModelCard:
                 ("device", entry.device),
                 ("memory footprint", format_bytes(entry.footprint_bytes)),
             ]
+        rows += entry.details
         rows += [
             ("load time", f"{entry.load_seconds:.1f} s"),
             ("context length", f"{entry.context_length:,} tokens" if entry.context_length else "unknown"),
-            ("chat template", "yes" if entry.has_chat_template else "no (plain fallback)"),
         ]
+        if entry.has_chat_template is not None:
+            rows.append(("chat template", "yes" if entry.has_chat_template else "no (plain fallback)"))
         rows += [("note", note) for note in entry.notes]
         return rows
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         rows = self.rows()
-        title = f"Loaded {self.entry.name}"
+        title = f"Loaded {self.info.name}"
         return {
             "text/plain": title + "\n" + _text_table(None, rows),
             "text/html": f"<div><b>{html.escape(title)}</b>{_html_table(None, rows)}</div>",
@@ -91,7 +95,7 @@ class RegistryTable:
 
     HEADER = ("", "name", "source", "quantization", "dtype", "device", "footprint")
 
-    def __init__(self, entries: Sequence[ModelEntry], active: str | None) -> None:
+    def __init__(self, entries: Sequence[EngineInfo], active: str | None) -> None:
         self.entries = list(entries)
         self.active = active
 

@@ -13,15 +13,24 @@ import html
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from types import TracebackType
 from typing import Any, TextIO
 
-from ..chat import Reply, Stats
+from ..engines.base import FinishReason, Reply, Stats
 
-STREAMING = "streaming"
-FINISHED = "finished"
-INTERRUPTED = "interrupted"
-FAILED = "failed"
+
+class ViewState(str, Enum):
+    """Where a shown reply is in its life; it picks the accent colour."""
+
+    STREAMING = "streaming"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+
+
+STREAMING, FINISHED, INTERRUPTED, FAILED = ViewState
 
 _ACCENT = {STREAMING: "#9aa5ff", FINISHED: "#6b7cff", INTERRUPTED: "#e0a100", FAILED: "#d9534f"}
 _FOOTER_STYLE = "font-size:85%;opacity:0.7;margin-top:4px;font-family:system-ui,sans-serif"
@@ -45,7 +54,7 @@ def render_markdown(text: str) -> str:
     return str(_markdown.render(text))
 
 
-def footer_text(stats: Stats, finish_reason: str, model: str | None = None) -> str:
+def footer_text(stats: Stats, finish_reason: FinishReason, model: str | None = None) -> str:
     """ "tiny · 37 prompt tokens (30 reused) · 8 new tokens · first token 0.12 s · 35.1 tok/s · end of turn"."""
     reused = f" ({stats.reused_tokens} reused)" if stats.reused_tokens else ""
     parts = [model] if model else []
@@ -54,7 +63,7 @@ def footer_text(stats: Stats, finish_reason: str, model: str | None = None) -> s
         parts.append(f"first token {stats.time_to_first_token:.2f} s")
     if stats.tokens_per_second is not None:
         parts.append(f"{stats.tokens_per_second:.1f} tok/s")
-    parts.append(finish_reason)
+    parts.append(finish_reason.value)
     return " · ".join(parts)
 
 
@@ -66,7 +75,7 @@ def count(number: int, noun: str) -> str:
 class ReplyView:
     """A chat reply as output: rendered Markdown and a footer in HTML, the raw text in text/plain."""
 
-    def __init__(self, text: str, footer: str = "", state: str = FINISHED) -> None:
+    def __init__(self, text: str, footer: str = "", state: ViewState = FINISHED) -> None:
         self.text, self.footer, self.state = text, footer, state
 
     def __repr__(self) -> str:
@@ -81,7 +90,7 @@ class ReplyView:
 class CompletionView:
     """A raw continuation: the prompt dimmed, then the model's text, both as preformatted text."""
 
-    def __init__(self, prompt: str, text: str, footer: str = "", state: str = FINISHED) -> None:
+    def __init__(self, prompt: str, text: str, footer: str = "", state: ViewState = FINISHED) -> None:
         self.prompt, self.text, self.footer, self.state = prompt, text, footer, state
 
     def __repr__(self) -> str:
@@ -94,6 +103,46 @@ class CompletionView:
             f"<span style='opacity:0.55'>{html.escape(self.prompt)}</span>{html.escape(self.text)}</div>"
         )
         return {"text/plain": plain, "text/html": _frame(body, self.footer, self.state)}
+
+
+@dataclass
+class Column:
+    """One model's reply in a side-by-side comparison."""
+
+    name: str
+    text: str = ""
+    footer: str = "waiting…"
+    state: ViewState = ViewState.STREAMING
+
+
+class CompareView:
+    """`%%llm_chat --compare`: the same message's replies from several models, in columns."""
+
+    def __init__(self, columns: Sequence[Column]) -> None:
+        self.columns = list(columns)
+
+    def __repr__(self) -> str:
+        return f"<CompareView {[c.name for c in self.columns]}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        plain = "\n\n".join(
+            f"── {c.name} ──\n{c.text}" + (f"\n[{c.footer}]" if c.footer else "") for c in self.columns
+        )
+        cells = []
+        for column in self.columns:
+            body = render_markdown(column.text) if column.text else "<p style='opacity:0.6'>…</p>"
+            title = (
+                f"<div style='{_FOOTER_STYLE};font-weight:600;opacity:0.9'>{html.escape(column.name)}</div>"
+            )
+            cells.append(
+                f"<div style='flex:1 1 0;min-width:0'>{title}{_frame(body, column.footer, column.state)}</div>"
+            )
+        return {
+            "text/plain": plain,
+            "text/html": "<div class='llm-magics-compare' style='display:flex;gap:16px;align-items:flex-start'>"
+            + "".join(cells)
+            + "</div>",
+        }
 
 
 class ConversationView:
@@ -127,7 +176,7 @@ class ConversationView:
         }
 
 
-def _frame(body: str, footer: str, state: str) -> str:
+def _frame(body: str, footer: str, state: ViewState) -> str:
     footer_html = f"<div style='{_FOOTER_STYLE}'>{html.escape(footer)}</div>" if footer else ""
     return (
         f"<div class='llm-magics-reply' style='border-left:3px solid {_ACCENT[state]};padding:2px 0 2px 12px;margin:4px 0'>"
@@ -135,7 +184,7 @@ def _frame(body: str, footer: str, state: str) -> str:
     )
 
 
-ViewFactory = Callable[[str, str, str], Any]
+ViewFactory = Callable[[str, str, ViewState], Any]
 
 
 class ReplyStream:
@@ -157,14 +206,16 @@ class ReplyStream:
         clock: Callable[[], float] = time.perf_counter,
         out: TextIO | None = None,
         prefix: str = "",
+        handle: Any = None,
     ) -> None:
         self.view, self.rich, self.stream, self.interval, self.clock = view, rich, stream, interval, clock
         self.out = out
         self.prefix = prefix
         self.text = ""
         self.updates = 0
-        self.state: str | None = None
-        self._handle: Any = None
+        self.state: ViewState | None = None
+        #: The display output this stream updates; pass one in to continue an earlier stream's output.
+        self.handle: Any = handle
         self._last_update: float | None = None
         self._printed = ""
 
@@ -173,7 +224,11 @@ class ReplyStream:
             from IPython.display import display
 
             # The placeholder does not start the throttle: the first token shows the moment it comes.
-            self._handle = display(self.view("", "generating…", STREAMING), display_id=True)
+            placeholder = self.view("", "generating…", STREAMING)
+            if self.handle is None:
+                self.handle = display(placeholder, display_id=True)
+            else:
+                self._show(placeholder)
         elif self.stream:
             self._write(self.prefix)
         return self
@@ -214,16 +269,16 @@ class ReplyStream:
         """The failed state: what had arrived, marked as failed."""
         self._end(self.text, message, FAILED)
 
-    def _end(self, text: str, footer: str, state: str) -> None:
+    def _end(self, text: str, footer: str, state: ViewState) -> None:
         self.state = state
         if self.rich:
             view = self.view(text, footer, state)
-            if self._handle is not None:
+            if self.handle is not None:
                 self._show(view)
             else:
                 from IPython.display import display
 
-                display(view)
+                self.handle = display(view, display_id=True)
             return
         if not self.stream:
             self._write(self.prefix)
@@ -235,7 +290,7 @@ class ReplyStream:
 
     def _show(self, view: Any) -> None:
         self.updates += 1
-        self._handle.update(view)
+        self.handle.update(view)
 
     def _print_new(self, text: str) -> None:
         # Decoded text only grows, except in rare re-tokenisations; `_end` then prints it whole.

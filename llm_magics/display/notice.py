@@ -96,6 +96,12 @@ class StatusLine:
         else:
             self._handle.update(status)
 
+    def clear(self) -> None:
+        """Blank the status line, so that a failed load ends with its error alone."""
+        if self._handle is not None:
+            self._handle.update({"text/plain": ""}, raw=True)
+            self._handle = None
+
     def replace_with(self, obj: Any) -> None:
         """End with a final object in the status line's place (or below it, when none was shown)."""
         from IPython.display import display

@@ -12,8 +12,8 @@ the magics find out what it can do with `isinstance` on the protocols.
 from __future__ import annotations
 
 from .base import (
-    ChatSession,
     Chats,
+    ChatSession,
     Completes,
     Engine,
     EngineInfo,

@@ -1,11 +1,14 @@
-"""What every group of magics shares: the session's registry and cell-text interpolation."""
+"""What every group of magics shares: the session's registry, option parsing, interpolation."""
 
 from __future__ import annotations
 
+from argparse import Namespace
 from typing import Any
 
 from IPython.core.magic import Magics
+from IPython.core.magic_arguments import parse_argstring
 
+from ..errors import InvalidOption
 from ..interpolate import interpolate
 from ..registry import ModelRegistry
 
@@ -17,11 +20,29 @@ def show(obj: object) -> None:
     display(obj)
 
 
-def unquote(text: str | None) -> str | None:
+def unquote(text: str) -> str:
     """`"a b"` -> `a b`: IPython's `parse_argstring` splits like a shell but keeps the quotes."""
-    if text is not None and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
     return text
+
+
+def parse(magic: Any, line: str, *, unclosed_hint: str = "close the quote") -> Namespace:
+    """The options of `line` for `magic`, quotes stripped from every value the same way.
+
+    An unclosed quote is one line (shlex's "No closing quotation"), not a traceback; argparse's
+    own complaints arrive as IPython's one-line `UsageError`.
+    """
+    try:
+        args = parse_argstring(magic, line)
+    except ValueError as error:
+        raise InvalidOption(f"Could not read the line ({error}): {unclosed_hint}.") from None
+    for key, value in vars(args).items():
+        if isinstance(value, str):
+            setattr(args, key, unquote(value))
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            setattr(args, key, [unquote(item) for item in value])
+    return args
 
 
 class SessionMagics(Magics):

@@ -1,28 +1,35 @@
-"""%%llm_chat, %%llm_complete, %llm_history and %llm_reset: thin wrappers over `llm_magics.chat`.
+"""%%llm_chat, %%llm_complete, %llm_history and %llm_reset: thin wrappers over the engines.
 
 Each magic parses its options, resolves them against the traits below (a flag left out falls back
-to its trait), calls the core, and shows the result through `llm_magics.display.chat`.
+to its trait), asks the engine for what it can do (`Chats`, `Completes`), and shows the result
+through `llm_magics.display.chat`.
 """
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import time
+import weakref
 from argparse import Namespace
 from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import cell_magic, line_magic
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, Unicode
 
-from .. import chat as core
-from .. import decoding
-from ..errors import GenerationInterrupted, InvalidOption
-from ..registry import ModelEntry
-from ._base import SessionMagics, show, unquote
+from ..conversation import Conversation, check_text
+from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
+from ..engines.base import Chats, Completes, Engine, GenerationOptions, PreparedTurn, Reply
+from ..engines.transformers import TransformersEngine, decoding
+from ..errors import GenerationInterrupted, InvalidOption, NotLoaded
+from ._base import SessionMagics, parse, show
 
-_PLAIN_NOTICE_KEY = "plain_template_notice_shown"
+#: Names a reply must never be stored under: IPython's own, and every dunder and builtin.
+_SHELL_NAMES = frozenset(
+    {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"}
+)
 
 _GENERATION_ARGUMENTS = [
     argument(
@@ -101,10 +108,20 @@ class ChatMagics(SessionMagics):
     #: Where streaming and the footer's timings read the time; tests swap in a fake clock.
     clock: Callable[[], float] = staticmethod(time.perf_counter)
 
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self._told_plain_template: weakref.WeakSet[Any] = weakref.WeakSet()
+
     @magic_arguments()
     @argument("name", nargs="?", help="Loaded model to chat with (default: the active one).")
     @argument("--system", metavar="TEXT", help="Set the system message ('' removes it).")
     @argument("--new", action="store_true", help="Start a fresh conversation.")
+    @argument(
+        "--compare",
+        nargs="+",
+        metavar="NAME",
+        help="Also send the message to these loaded models (each keeps its own conversation); replies side by side.",
+    )
     @_generation_arguments
     @cell_magic
     def llm_chat(self, line: str, cell: str) -> None:
@@ -115,47 +132,85 @@ class ChatMagics(SessionMagics):
         names stay as written). The reply is kept in `_llm_reply` (and in VAR with --out).
         Press the stop button to interrupt: the partial reply is kept.
 
-        Example::
+        With --compare, the same message goes to several loaded models, and their replies stream
+        into columns side by side (one after another); `_llm_reply` is then a dict by model name.
+
+        Examples::
 
             %%llm_chat --system "Answer in one sentence." --temperature 0
             What is the capital of {country}?
+
+            %%llm_chat smollm2-135m --compare smol-4bit
+            Explain a token in one sentence.
         """
-        args = _parse(self.llm_chat, line)
-        entry, options = self._prepare_generation(args, cell, "%%llm_chat")
+        args = parse(self.llm_chat, line)
+        first, options = self._prepare_generation(args, cell, "%%llm_chat", Chats)
+        engines = [first] + [self._capable(name, "%%llm_chat", Chats) for name in args.compare or []]
+        names = [engine.name for engine in engines]
+        if len(set(names)) < len(names):
+            raise InvalidOption(f"--compare needs different models; got {', '.join(names)}.")
         message = self.interpolate(cell, not args.no_interpolate).strip()
         if not message:
             raise InvalidOption("The message is empty once {name} references are filled in.")
-        conversation = core.Conversation() if args.new else core.get_conversation(entry)
-        system = args.system
-        if system is None and not conversation.messages and self.system_prompt:
-            system = self.system_prompt
-        prepared = core.prepare_chat(
-            entry.tokenizer,
-            conversation,
-            message,
-            max_new_tokens=options.max_new_tokens,
-            context_length=entry.context_window(),
-            system=system,
-        )
-        self._notices(entry, prepared)
-
-        from ..display.chat import ReplyView
-
-        with self._stream(ReplyView, args) as stream:
-            reply = core.chat(
-                entry,
-                conversation,
-                prepared,
-                options,
-                on_text=stream.update,
-                reuse_cache=self.reuse_cache,
-                cpu_decoding=self.cpu_decoding,
-                clock=self.clock,
+        check_text(message, "The message")
+        # Every model's turn is prepared before any generates: a message that does not fit one of
+        # them changes none of the conversations.
+        turns = []
+        for engine in engines:
+            options.validate(engine.context_window())
+            session = engine.new_session() if args.new else engine.session
+            system = args.system
+            if system is None and not session.conversation.messages and self.system_prompt:
+                system = self.system_prompt
+            turns.append(
+                (
+                    engine,
+                    session,
+                    session.prepare(message, max_new_tokens=options.max_new_tokens, system=system),
+                )
             )
-            stream.finish(reply, _footer(reply, entry))
-        if args.new:
-            core.set_conversation(entry, conversation)
-        self._keep(reply, args.out)
+        for engine, _, prepared in turns:
+            self._notices(engine, prepared)
+        if len(turns) == 1:
+            engine, session, prepared = turns[0]
+            with self._stream(ReplyView, args) as stream:
+                reply = session.respond(prepared, options, on_text=stream.update)
+                stream.finish(reply, _footer(reply, engine))
+            if args.new:
+                engine.adopt(session)
+            self._keep(reply, args.out)
+        else:
+            self._side_by_side(turns, options, args)
+
+    def _side_by_side(
+        self, turns: list[tuple[Any, Any, PreparedTurn]], options: GenerationOptions, args: Namespace
+    ) -> None:
+        """`--compare`: the models answer one after another, each streaming into its own column."""
+        columns = [Column(engine.name) for engine, _, _ in turns]
+        replies: dict[str, Reply] = {}
+        handle = None
+        for index, (engine, session, prepared) in enumerate(turns):
+
+            def view(text: str, footer: str, state: ViewState, index: int = index) -> CompareView:
+                columns[index] = Column(columns[index].name, text, footer, state)
+                return CompareView(columns)
+
+            with self._stream(view, args, prefix=f"── {engine.name} ──\n", handle=handle) as stream:
+                reply = session.respond(prepared, options, on_text=stream.update)
+                stream.finish(reply, _footer(reply, engine))
+            handle = stream.handle
+            replies[engine.name] = reply
+            if args.new:
+                engine.adopt(session)
+            if reply.interrupted:
+                break
+        texts = {name: reply.text for name, reply in replies.items()}
+        self.user_ns["_llm_reply"] = texts
+        if args.out:
+            self.user_ns[args.out] = texts
+        stopped = next((reply for reply in replies.values() if reply.interrupted), None)
+        if stopped is not None:
+            self._raise_interrupted(stopped)
 
     @magic_arguments()
     @argument("name", nargs="?", help="Loaded model to use (default: the active one).")
@@ -172,27 +227,20 @@ class ChatMagics(SessionMagics):
             %%llm_complete --max-new-tokens 20
             Once upon a time
         """
-        args = _parse(self.llm_complete, line)
-        entry, options = self._prepare_generation(args, cell, "%%llm_complete")
+        args = parse(self.llm_complete, line)
+        engine, options = self._prepare_generation(args, cell, "%%llm_complete", Completes)
+        assert isinstance(engine, Completes)
         text = self.interpolate(cell, not args.no_interpolate)
         # A trailing space changes the next token, so only the cell's final newline is dropped.
         prompt = text[:-1] if text.endswith("\n") else text
+        check_text(prompt, "The prompt")
 
-        def view(continuation: str, footer: str, state: str) -> Any:
-            from ..display.chat import CompletionView
-
+        def view(continuation: str, footer: str, state: ViewState) -> Any:
             return CompletionView(prompt, continuation, footer, state)
 
         with self._stream(view, args, prefix=prompt) as stream:
-            reply = core.complete(
-                entry,
-                prompt,
-                options,
-                on_text=stream.update,
-                cpu_decoding=self.cpu_decoding,
-                clock=self.clock,
-            )
-            stream.finish(reply, _footer(reply, entry))
+            reply = engine.complete(prompt, options, on_text=stream.update)
+            stream.finish(reply, _footer(reply, engine))
         self._keep(reply, args.out)
 
     @magic_arguments()
@@ -211,28 +259,28 @@ class ChatMagics(SessionMagics):
             %llm_history --save chat.json
             %llm_history --load chat.json
         """
-        args = _parse(self.llm_history, line)
-        if args.save and args.load:
+        args = parse(self.llm_history, line)
+        if args.save is not None and args.load is not None:
             raise InvalidOption("Use --save or --load, not both.")
-        entry = self.registry.get(args.name)
-        if args.load:
-            conversation = core.Conversation.load(args.load)
-            core.set_conversation(entry, conversation)
+        engine = self._chat_engine(args.name)
+        if args.load is not None:
+            conversation = Conversation.load(args.load)
+            engine.session.replace(conversation)
             _show_notice(
-                f"Loaded {len(conversation.messages)} messages into the conversation with {entry.name}.",
+                f"Loaded {len(conversation.messages)} messages into the conversation with {engine.name}.",
                 "success",
             )
             return
-        conversation = entry.state.get("conversation") or core.Conversation()
-        if args.save:
-            path = conversation.save(args.save, model=entry.name)
+        conversation = engine.session.conversation
+        if args.save is not None:
+            path = conversation.save(args.save, model=engine.name)
             _show_notice(f"Saved {len(conversation.messages)} messages to {path}.", "success")
         if args.json:
-            print(conversation.to_json(entry.name))
-        elif not args.save:
+            print(conversation.to_json(engine.name))
+        elif args.save is None:
             from ..display.chat import ConversationView
 
-            show(ConversationView(conversation.messages, entry.name))
+            show(ConversationView(conversation.messages, engine.name))
 
     @magic_arguments()
     @argument("name", nargs="?", help="Loaded model whose conversation to forget (default: the active one).")
@@ -244,24 +292,23 @@ class ChatMagics(SessionMagics):
 
             %llm_reset
         """
-        args = _parse(self.llm_reset, line)
-        entry = self.registry.get(args.name)
-        core.set_conversation(entry, core.Conversation())
-        _show_notice(f"Started a fresh conversation with {entry.name}.", "success")
+        args = parse(self.llm_reset, line)
+        engine = self._chat_engine(args.name)
+        engine.session.replace(Conversation())
+        _show_notice(f"Started a fresh conversation with {engine.name}.", "success")
 
     # -- shared steps ------------------------------------------------------------------------------
 
     def _prepare_generation(
-        self, args: Namespace, cell: str, magic: str
-    ) -> tuple[ModelEntry, core.GenerationOptions]:
-        """Check everything before anything changes: the cell, --out, the model, the options."""
+        self, args: Namespace, cell: str, magic: str, capability: type
+    ) -> tuple[Engine, GenerationOptions]:
+        """Check everything before anything changes: the cell, --out, the engine, the options."""
         if not cell.strip():
             raise InvalidOption(f"The cell is empty: write the text below the {magic} line.")
-        if args.out is not None and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
-            raise InvalidOption(f"--out needs a variable name, not {args.out!r}.")
-        entry = self.registry.get(args.name)
-        core.require_model(entry)
-        options = core.GenerationOptions(
+        if args.out is not None:
+            check_variable_name(args.out, "--out")
+        engine = self._capable(args.name, magic, capability)
+        options = GenerationOptions(
             max_new_tokens=self._pick(args.max_new_tokens, self.max_new_tokens),
             temperature=self._pick(args.temperature, self.temperature),
             top_p=self._pick(args.top_p, self.top_p),
@@ -269,14 +316,35 @@ class ChatMagics(SessionMagics):
             repetition_penalty=self._pick(args.repetition_penalty, self.repetition_penalty),
             seed=self._pick(args.seed, self.seed),
         )
-        options.validate(entry.context_window())
-        return entry, options
+        options.validate(engine.context_window())
+        return engine, options
+
+    def _capable(self, name: str | None, magic: str, capability: type) -> Any:
+        """The named engine, configured to run now, if it has `capability`; else one line saying why not."""
+        engine = self.registry.get(name)
+        if not isinstance(engine, capability):
+            raise NotLoaded(f"{engine.name!r} cannot run {magic}: {_why_not(engine, capability)}")
+        self._configure(engine)
+        return engine
+
+    def _configure(self, engine: Engine) -> None:
+        """Hand the session's settings (traits) to the engine, just before it runs."""
+        if isinstance(engine, TransformersEngine):
+            engine.cpu_decoding = self.cpu_decoding
+            engine.reuse_cache = self.reuse_cache
+            engine.clock = self.clock
+
+    def _chat_engine(self, name: str | None) -> Any:
+        engine = self.registry.get(name)
+        if not isinstance(engine, Chats):
+            raise NotLoaded(f"{engine.name!r} has no conversation: {_why_not(engine, Chats)}")
+        return engine
 
     @staticmethod
     def _pick(flag: Any, trait: Any) -> Any:
         return trait if flag is None else flag
 
-    def _stream(self, view: Any, args: Namespace, prefix: str = "") -> Any:
+    def _stream(self, view: Any, args: Namespace, prefix: str = "", handle: Any = None) -> Any:
         from ..display.chat import ReplyStream
         from ..display.notice import is_rich
 
@@ -287,14 +355,15 @@ class ChatMagics(SessionMagics):
             interval=self.stream_interval,
             clock=self.clock,
             prefix=prefix,
+            handle=handle,
         )
 
-    def _notices(self, entry: ModelEntry, prepared: core.PreparedTurn) -> None:
-        if prepared.plain_template and not entry.state.get(_PLAIN_NOTICE_KEY):
-            entry.state[_PLAIN_NOTICE_KEY] = True
+    def _notices(self, entry: Engine, prepared: PreparedTurn) -> None:
+        if prepared.plain_template and entry not in self._told_plain_template:
+            self._told_plain_template.add(entry)  # once per engine: a weak set, so it frees nothing late
             _show_notice(
                 f"{entry.name} has no chat template, so messages use a plain 'User: … Assistant:' transcript "
-                "(llm_magics.chat.PLAIN_TEMPLATE). A base model may do better with %%llm_complete.",
+                "(llm_magics.prompts.PLAIN_TEMPLATE). A base model may do better with %%llm_complete.",
                 "info",
             )
         if prepared.dropped_turns:
@@ -305,33 +374,57 @@ class ChatMagics(SessionMagics):
                 "warning",
             )
 
-    def _keep(self, reply: core.Reply, out: str | None) -> None:
+    def _keep(self, reply: Reply, out: str | None) -> None:
         """Store the reply in the user's namespace; after an interrupt, end the cell as an error."""
         self.user_ns["_llm_reply"] = reply.text
         if out:
             self.user_ns[out] = reply.text
         if reply.interrupted:
-            from ..display.chat import count
+            self._raise_interrupted(reply)
 
-            # An error, like any interrupted cell, so that "Run all" stops here.
-            raise GenerationInterrupted(
-                f"Stopped after {count(reply.stats.new_tokens, 'new token')}; "
-                + ("the partial reply is kept." if reply.token_ids else "nothing was added.")
-            )
+    @staticmethod
+    def _raise_interrupted(reply: Reply) -> None:
+        from ..display.chat import count
+
+        # An error, like any interrupted cell, so that "Run all" stops here.
+        raise GenerationInterrupted(
+            f"Stopped after {count(reply.stats.new_tokens, 'new token')}; "
+            + ("nothing was added." if reply.empty else "the partial reply is kept.")
+        )
 
 
-def _footer(reply: core.Reply, entry: ModelEntry) -> str:
+def _footer(reply: Reply, engine: Engine) -> str:
     from ..display.chat import footer_text
 
-    return footer_text(reply.stats, reply.finish_reason, entry.name)
+    return footer_text(reply.stats, reply.finish_reason, engine.name)
 
 
-def _parse(magic: Any, line: str) -> Namespace:
-    args = parse_argstring(magic, line)
-    for key, value in vars(args).items():
-        if isinstance(value, str):
-            setattr(args, key, unquote(value))
-    return args
+def _why_not(engine: Engine, capability: type) -> str:
+    if engine.describe().tokenizer_only:
+        return "it is loaded as a tokenizer only; load the model itself to generate."
+    kind = engine.describe().kind.value
+    return f"the {kind} engine has no {capability.__name__.lower()} capability."
+
+
+def check_variable_name(name: str, flag: str) -> None:
+    """Refuse names that would break the session if a result were stored under them."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise InvalidOption(f"{flag} needs a variable name, not {name!r}.")
+    if (
+        name.startswith("__")
+        or name in _SHELL_NAMES
+        or hasattr(builtins, name)
+        or _is_shell_history_name(name)
+    ):
+        raise InvalidOption(
+            f"{flag} {name}: that name belongs to Python or IPython, and replacing it would break later cells; "
+            "pick another name."
+        )
+
+
+def _is_shell_history_name(name: str) -> bool:
+    # IPython keeps outputs and inputs as _1, _i1, _ii …
+    return name[1:].isdigit() or (name.startswith("_i") and (name[2:].isdigit() or set(name[1:]) == {"i"}))
 
 
 def _show_notice(text: str, kind: str) -> None:

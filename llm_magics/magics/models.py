@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import weakref
+
 from IPython.core.magic import line_magic
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Unicode
 
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, StatusLine
+from ..engines.base import EngineInfo, HoldsModel
 from ..errors import InvalidOption
 from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
-from ._base import SessionMagics, show, unquote
+from ..registry import find_holders, memory_in_use
+from ._base import SessionMagics, parse, show
 
 
 class ModelMagics(SessionMagics):
@@ -71,8 +75,8 @@ class ModelMagics(SessionMagics):
         """
         from .. import loading
 
-        args = parse_argstring(self.llm_load, line)
-        source = loading.resolve_source(unquote(args.model), tokenizer_only=args.tokenizer_only)
+        args = parse(self.llm_load, line)
+        source = loading.resolve_source(args.model, tokenizer_only=args.tokenizer_only)
         plan = loading.plan_load(
             source,
             quantization=args.quant or self.default_quant,
@@ -91,7 +95,12 @@ class ModelMagics(SessionMagics):
             show(EstimateTable(loading.estimate_memory(plan)))
             return
         if plan.name in self.registry and not args.reload:
-            loaded = self.registry.get(plan.name)
+            loaded = self.registry.get(plan.name).describe()
+            if loaded.source != plan.source.label:
+                raise InvalidOption(
+                    f"{plan.name!r} is already loaded from {loaded.source}; nothing changed. Add "
+                    f"--as NAME to load {plan.source.label} beside it, or --reload to replace it."
+                )
             show(
                 Notice(
                     f"{plan.name} is already loaded ({_describe(loaded)}); nothing changed. "
@@ -103,22 +112,26 @@ class ModelMagics(SessionMagics):
         if plan.trust_remote_code:
             show(Notice(TRUST_REMOTE_CODE_NOTICE, "warning"))
         status = StatusLine(f"Loading {plan.name}")
-        entry = loading.load_model(
-            plan, check_memory=self.check_memory and not args.force, progress=status.update
-        )
-        # The new entry replaces an old one of the same name only once it loaded: a failed
+        try:
+            engine = loading.load_model(
+                plan, check_memory=self.check_memory and not args.force, progress=status.update
+            )
+        except BaseException:
+            status.clear()
+            raise
+        # The new engine replaces an old one of the same name only once it loaded: a failed
         # --reload leaves the session as it was.
         if plan.name in self.registry:
             self.registry.unload(plan.name)
-        self.registry.add(entry)
-        status.replace_with(ModelCard(entry))
+        self.registry.add(engine)
+        status.replace_with(ModelCard(engine.describe()))
 
     @line_magic
     def llm_list(self, line: str = "") -> None:
         """Show the loaded models: name, source, quantization, dtype, device, footprint; * marks the active one."""
         if line.strip():
             raise InvalidOption("%llm_list takes no arguments.")
-        show(RegistryTable(list(self.registry), self.registry.active_name))
+        show(RegistryTable([engine.describe() for engine in self.registry], self.registry.active_name))
 
     @magic_arguments()
     @argument("name", help="A loaded model's name (see %%llm_list).")
@@ -130,9 +143,9 @@ class ModelMagics(SessionMagics):
 
             %llm_use smollm2-135m
         """
-        args = parse_argstring(self.llm_use, line)
-        entry = self.registry.use(unquote(args.name) or "")
-        show(Notice(f"{entry.name} is now the active model.", "success"))
+        args = parse(self.llm_use, line)
+        engine = self.registry.use(args.name)
+        show(Notice(f"{engine.name} is now the active model.", "success"))
 
     @magic_arguments()
     @argument("name", nargs="?", default=None, help="The model to unload (default: the active one).")
@@ -146,28 +159,58 @@ class ModelMagics(SessionMagics):
             %llm_unload smollm2-135m
             %llm_unload --all
         """
-        args = parse_argstring(self.llm_unload, line)
+        args = parse(self.llm_unload, line)
         if args.all and args.name:
             raise InvalidOption("Give a NAME or --all, not both.")
         if args.all and len(self.registry) == 0:
             show(Notice("Nothing to unload: no models are loaded."))
             return
-        report = self.registry.unload(unquote(args.name), everything=args.all)
+        names = self.registry.names() if args.all else [self.registry.get(args.name).name]
+        models = [engine.model for engine in map(self.registry.get, names) if isinstance(engine, HoldsModel)]
+        watched = [weakref.ref(model) for model in models if model is not None]
+        del models
+        before = memory_in_use()
+        report = self.registry.unload(args.name, everything=args.all)
+        measured = max(0, before - memory_in_use())
+        alive = [model for model in (ref() for ref in watched) if model is not None]
+        holders = find_holders(self.user_ns, alive)
+        del alive
+        unloaded = ", ".join(report.names)
         active = self.registry.active_name
+        after = f" Active model: {active}." if active else " No models are loaded now."
+        if holders:
+            show(Notice(_still_held(unloaded, holders, report.freed_bytes) + after, "warning"))
+            return
         show(
             Notice(
-                f"Unloaded {', '.join(report.names)}, freeing about {format_bytes(report.freed_bytes)}."
-                + (f" Active model: {active}." if active else " No models are loaded now."),
+                f"Unloaded {unloaded}: {format_bytes(measured)} of memory came back "
+                f"(its footprint: {format_bytes(report.freed_bytes)}).{after}",
                 "success",
             )
         )
 
 
-def _describe(entry: object) -> str:
-    from ..registry import ModelEntry
+def _still_held(unloaded: str, holders: list[str], footprint: int) -> str:
+    outputs = [
+        name
+        for name in holders
+        if name.startswith("Out[") or name.strip("_").isdigit() or not name.strip("_")
+    ]
+    variables = [name for name in holders if name not in outputs]
+    steps = ([f"del {', '.join(variables)}"] if variables else []) + (["%reset -f out"] if outputs else [])
+    return (
+        f"Unloaded {unloaded} from the session, but {_and(holders)} still "
+        f"{'refers' if len(holders) == 1 else 'refer'} to its model, so about "
+        f"{format_bytes(footprint)} stay in memory; run {' and '.join(steps)} to free it."
+    )
 
-    assert isinstance(entry, ModelEntry)
-    if entry.tokenizer_only:
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _describe(info: EngineInfo) -> str:
+    if info.tokenizer_only:
         return "tokenizer only"
-    quant = "no quantization" if entry.quantization == "none" else entry.quantization
-    return f"{entry.dtype}, {quant}"
+    quant = "no quantization" if info.quantization == "none" else info.quantization
+    return f"{info.dtype}, {quant}"

@@ -6,13 +6,14 @@ import argparse
 from typing import Any
 
 from IPython.core.magic import line_cell_magic, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 from traitlets import Bool, Int
 
-from ..errors import InvalidOption
-from ..registry import ModelEntry, has_chat_template
-from ._base import SessionMagics, show, unquote
+from ..engines.base import Chats, Engine, ScoresTokens, Tokenizes
+from ..errors import InvalidOption, NotLoaded
+from ..prompts import has_chat_template
+from ._base import SessionMagics, parse, show, unquote
 
 
 class TokenMagics(SessionMagics):
@@ -85,102 +86,111 @@ class TokenMagics(SessionMagics):
 
         Settings: `%config LlmMagics.tokens_max_tokens = 5000`, `tokens_show_ids`, `tokens_top_k`.
         """
-        from ..display.tokens import TokenExplorer, TokenView
-        from ..tokens import analyse, analyse_chat, with_probabilities
-
-        try:
-            args = parse_argstring(self.tokens, line)
-        except ValueError as error:
-            # shlex's "No closing quotation": the text itself may hold a lone quote.
-            raise InvalidOption(
-                f"Could not read the line ({error}): close the quote, or put the text in a %%tokens cell."
-            ) from None
+        # The text itself may hold a lone quote (an apostrophe, a path).
+        args = parse(self.tokens, line, unclosed_hint="close the quote, or put the text in a %%tokens cell")
         text = self._text(line, args, cell)
         max_tokens = self.tokens_max_tokens if args.max_tokens is None else args.max_tokens
         if max_tokens < 1:
             raise InvalidOption(f"--max-tokens must be at least 1, not {max_tokens}.")
         show_ids = self.tokens_show_ids if args.ids is None else args.ids
-        entry = self.registry.get(unquote(args.model))
-
+        engine = self._tokenizing(args.model)
         if args.chat:
             if text or args.compare or args.probs or args.live:
                 raise InvalidOption(
                     "--chat shows the model's conversation; it takes no TEXT, --compare, --probs or --live."
                 )
-            from ..chat import render_plain
-
-            messages, example = _conversation(entry)
-            view = analyse_chat(
-                entry.tokenizer,
-                messages,
-                name=entry.name,
-                context_length=entry.context_window(),
-                max_tokens=max_tokens,
-                plain=render_plain,
-            )
-            if not has_chat_template(entry.tokenizer):
-                view.notes.append(
-                    f"{entry.name} has no chat template, so %%llm_chat sends it this plain transcript instead."
-                )
-            if example:
-                view.notes.append(
-                    f"No conversation with {entry.name} yet, so this is an example conversation as {entry.name} "
-                    "would receive it; chat with %%llm_chat and run %tokens --chat again to see yours."
-                )
-            show(
-                TokenView([view], show_ids=show_ids, max_tokens=max_tokens, title="as the model receives it")
-            )
-            return None
-
-        if args.live:
+            self._show_chat(engine, show_ids, max_tokens)
+        elif args.live:
             if args.compare or args.probs:
                 raise InvalidOption(
                     "--live shows one tokenizer at a time (pick it in the explorer); drop --compare/--probs."
                 )
-            by_name = {item.name: item for item in self.registry}
-
-            def render(name: str, typed: str) -> TokenView:
-                chosen = by_name[name]
-                view = analyse(
-                    chosen.tokenizer,
-                    typed,
-                    name=name,
-                    context_length=chosen.context_window(),
-                    max_tokens=max_tokens,
+            self._show_live(engine, text, show_ids, max_tokens)
+        else:
+            if not text:
+                raise InvalidOption(
+                    "Nothing to tokenise: give TEXT after %tokens, or use %%tokens with the text in the cell."
                 )
-                return TokenView([view], show_ids=show_ids, max_tokens=max_tokens)
+            engines = [engine] + ([self._tokenizing(args.compare)] if args.compare else [])
+            self._show_text(engines, text, show_ids, max_tokens, args.probs)
 
-            show(TokenExplorer(list(by_name), render, text=text, name=entry.name))
-            return None
-
-        if not text:
-            raise InvalidOption(
-                "Nothing to tokenise: give TEXT after %tokens, or use %%tokens with the text in the cell."
+    def _tokenizing(self, name: str | None) -> Any:
+        engine = self.registry.get(name)
+        if not isinstance(engine, Tokenizes):
+            raise NotLoaded(
+                f"{engine.name!r} has no tokenizer here (the {engine.describe().kind.value} engine): "
+                "load it with a tokenizer to see its tokens."
             )
-        entries = [entry]
-        if args.compare:
-            entries.append(self.registry.get(unquote(args.compare)))
-        if args.probs:
-            for item in entries:
-                if item.tokenizer_only or item.model is None:
-                    raise InvalidOption(
-                        f"--probs runs the model, and {item.name} is loaded as a tokenizer only; "
-                        "load it again without --tokenizer-only (add --reload) to use --probs."
-                    )
+        return engine
+
+    def _show_text(self, engines: list[Any], text: str, show_ids: bool, max_tokens: int, probs: bool) -> None:
+        """%tokens TEXT: one view per tokenizer, coloured by probability with --probs."""
+        from ..display.tokens import TokenView
+        from ..tokens import analyse, with_probabilities
+
+        if probs:
+            for engine in engines:
+                if not isinstance(engine, ScoresTokens):
+                    raise InvalidOption(_why_no_probabilities(engine))
         views = []
-        for item in entries:
+        for engine in engines:
             view = analyse(
-                item.tokenizer,
+                engine.tokenizer,
                 text,
-                name=item.name,
-                context_length=item.context_window(),
+                name=engine.name,
+                context_length=engine.context_window(),
                 max_tokens=max_tokens,
             )
-            if args.probs:
-                with_probabilities(view, item.model, item.tokenizer, top_k=self.tokens_top_k)
+            if probs:
+                with_probabilities(view, engine, top_k=self.tokens_top_k)
             views.append(view)
         show(TokenView(views, show_ids=show_ids, max_tokens=max_tokens))
-        return None
+
+    def _show_chat(self, engine: Any, show_ids: bool, max_tokens: int) -> None:
+        """%tokens --chat: the conversation exactly as the chat template feeds it to the model."""
+        from ..display.tokens import TokenView
+        from ..prompts import render_plain
+        from ..tokens import analyse_chat
+
+        messages, example = _conversation(engine)
+        view = analyse_chat(
+            engine.tokenizer,
+            messages,
+            name=engine.name,
+            context_length=engine.context_window(),
+            max_tokens=max_tokens,
+            plain=render_plain,
+        )
+        if not has_chat_template(engine.tokenizer):
+            view.notes.append(
+                f"{engine.name} has no chat template, so %%llm_chat sends it this plain transcript instead."
+            )
+        if example:
+            view.notes.append(
+                f"No conversation with {engine.name} yet, so this is an example conversation as {engine.name} "
+                "would receive it; chat with %%llm_chat and run %tokens --chat again to see yours."
+            )
+        show(TokenView([view], show_ids=show_ids, max_tokens=max_tokens, title="as the model receives it"))
+
+    def _show_live(self, engine: Any, text: str, show_ids: bool, max_tokens: int) -> None:
+        """%tokens --live: an explorer that re-tokenises as you type, over every loaded tokenizer."""
+        from ..display.tokens import TokenExplorer, TokenView
+        from ..tokens import analyse
+
+        by_name = {item.name: item for item in self.registry if isinstance(item, Tokenizes)}
+
+        def render(name: str, typed: str) -> TokenView:
+            chosen = by_name[name]
+            view = analyse(
+                chosen.tokenizer,
+                typed,
+                name=name,
+                context_length=chosen.context_window(),
+                max_tokens=max_tokens,
+            )
+            return TokenView([view], show_ids=show_ids, max_tokens=max_tokens)
+
+        show(TokenExplorer(list(by_name), render, text=text, name=engine.name))
 
     def _text(self, line: str, args: Any, cell: str | None) -> str:
         """The text to tokenise: the cell, or the line after its options, exactly as typed."""
@@ -207,14 +217,24 @@ class TokenMagics(SessionMagics):
         return self.interpolate(raw, not args.no_interpolate)
 
 
-def _conversation(entry: ModelEntry) -> tuple[list[dict[str, str]], bool]:
-    """The entry's conversation (kept by the chat magics), or an example when nothing was said yet.
+def _why_no_probabilities(engine: Engine) -> str:
+    info = engine.describe()
+    if info.tokenizer_only:
+        return (
+            f"--probs runs the model, and {engine.name} is loaded as a tokenizer only; "
+            "load it again without --tokenizer-only (add --reload) to use --probs."
+        )
+    return f"--probs needs the model's probabilities, and {engine.name} (the {info.kind.value} engine) gives none."
+
+
+def _conversation(engine: Engine) -> tuple[list[dict[str, str]], bool]:
+    """The engine's conversation (kept by the chat magics), or an example when nothing was said yet.
 
     A system message alone is not a conversation yet: it is kept, and example turns follow it.
     """
     from ..tokens import EXAMPLE_CONVERSATION
 
-    messages = list(getattr(entry.state.get("conversation"), "messages", None) or [])
+    messages = list(engine.session.conversation.messages) if isinstance(engine, Chats) else []
     if any(message.get("role") != "system" for message in messages):
         return messages, False
     system = [message for message in messages if message.get("role") == "system"]

@@ -1,0 +1,279 @@
+"""Streamed generation with an in-process transformers model, reusing the key/value cache.
+
+Generation runs in the calling (main) thread with a streamer of our own. A KeyboardInterrupt (the
+notebook's stop button) therefore lands inside `model.generate` and stops it within one decoding
+step; no thread is ever started, so none can be left running.
+
+Key/value-cache reuse: a conversation keeps the cache of its last turn and the token ids it
+covers. The next prompt usually starts with those ids, so only the new suffix is run through the
+model. Whenever the prompt differs (trimming, an edited system message, a reply that re-tokenises
+differently), the cache is cropped to the common prefix, so reuse never changes what the model
+sees. Greedy replies are the same with and without it (tested in float32 on CPU); in half
+precision on a GPU, the different kernel shapes of a short suffix pass can in rare near-ties pick
+another token, as any change of batch shape can.
+
+On CPU, generation keeps its cache in `decoding`'s buffers that grow in place, so a long
+conversation does not copy the whole cache at every token (`cpu_decoding` chooses).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import GenerationFailed
+from ..base import FinishReason, GenerationOptions, Reply, Stats, TextCallback
+from . import decoding
+
+
+def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:
+    """Keyword arguments for `model.generate`; sampling ones only when sampling (else transformers warns)."""
+    kwargs: dict[str, Any] = {"max_new_tokens": options.max_new_tokens, "do_sample": not options.greedy}
+    if not options.greedy:
+        kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
+    if options.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = options.repetition_penalty
+    return kwargs
+
+
+class _Streamer:
+    """Takes token ids from `generate` and passes the reply's text so far to `on_text`.
+
+    `generate` calls `put` with the prompt first, then with each new token, and `end` when done
+    (transformers' streamer protocol). Text that may still change is held back: a trailing
+    partial UTF-8 character, and the start of a stop string.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        on_text: TextCallback | None,
+        stop_strings: Sequence[str],
+        clock: Callable[[], float],
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.on_text = on_text
+        self.stop_strings = tuple(stop_strings)
+        self.clock = clock
+        self.ids: list[int] = []
+        self.first_token_at: float | None = None
+        self._prompt_seen = False
+        self._shown = ""
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        if self.first_token_at is None:
+            self.first_token_at = self.clock()
+        self.ids.extend(int(i) for i in value.reshape(-1).tolist())
+        self._show(self.visible_text(final=False))
+
+    def end(self) -> None:
+        self._show(self.visible_text(final=True))
+
+    def text(self) -> str:
+        return self.tokenizer.decode(self.ids, skip_special_tokens=True)
+
+    def visible_text(self, *, final: bool) -> str:
+        text = self.text()
+        if self.stop_strings:
+            # The plain template's reply follows "Assistant:", so it starts with a space.
+            text = text.lstrip()
+        cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=-1)
+        if cut >= 0:
+            return text[:cut]
+        if final:
+            return text
+        text = text.rstrip("\ufffd")
+        for stop in self.stop_strings:
+            for size in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:size]):
+                    return text[:-size]
+        return text
+
+    def stopped_by_string(self) -> bool:
+        return any(s in self.text() for s in self.stop_strings)
+
+    def _show(self, text: str) -> None:
+        if self.on_text is None or text == self._shown:
+            return
+        self._shown = text
+        self.on_text(text)
+
+
+def cache_keyword() -> str:
+    """The name of `generate`'s cache argument in the installed transformers.
+
+    transformers renamed `past_key_values` to `cache` during 5.x (the old name still works, with a
+    deprecation warning); the module lists the current name first.
+    """
+    from transformers.generation import utils
+
+    names = getattr(utils, "ALL_CACHE_NAMES", None)
+    return "cache" if names and names[0] == "cache" else "past_key_values"
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(configured if isinstance(configured, (list, tuple)) else [configured])
+    ids.add(getattr(tokenizer, "eos_token_id", None))
+    return {i for i in ids if isinstance(i, int)}
+
+
+def _reusable_prefix(cached_ids: Sequence[int], prompt_ids: Sequence[int]) -> int:
+    common = 0
+    for cached, new in zip(cached_ids, prompt_ids, strict=False):
+        if cached != new:
+            break
+        common += 1
+    # generate needs at least one prompt token to run through the model.
+    return min(common, len(prompt_ids) - 1)
+
+
+def _layer_lengths(cache: Any) -> list[int]:
+    layers = getattr(cache, "layers", None) or []
+    return [int(layer.get_seq_length()) for layer in layers] or [int(cache.get_seq_length())]
+
+
+def _crop(cache: Any, length: int) -> bool:
+    """Crop every layer of `cache` to at most `length` tokens; False when a layer cannot go back.
+
+    Layer by layer, because an interrupt can land between two layers of a decoding step and leave
+    some one token longer than the others.
+    """
+    layers = getattr(cache, "layers", None)
+    try:
+        if not layers:
+            if cache.get_seq_length() > length:
+                cache.crop(length - cache.get_seq_length())
+            return True
+        for layer in layers:
+            current = int(layer.get_seq_length())
+            if current > length:
+                # transformers 5 crops by a negative count (tokens to remove from the end).
+                layer.crop(length - current)
+    except (RuntimeError, ValueError):
+        # Sliding-window layers past their window cannot go back.
+        return False
+    return True
+
+
+def _reuse(cache: Any, cached_ids: list[int], prompt_ids: list[int]) -> tuple[Any, int]:
+    """The cache cropped to what it shares with `prompt_ids` and its length, or (None, 0)."""
+    if cache is None:
+        return None, 0
+    keep = _reusable_prefix(cached_ids, prompt_ids)
+    if keep <= 0 or not _crop(cache, keep):
+        return None, 0
+    return cache, keep
+
+
+@dataclass
+class Generation:
+    """What `generate` returns: the reply, and the cache to pass to the next call with the ids it covers."""
+
+    reply: Reply
+    cache: Any = None
+    cached_ids: list[int] = field(default_factory=list)
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[int],
+    options: GenerationOptions,
+    *,
+    on_text: TextCallback | None = None,
+    cache: Any = None,
+    cached_ids: Sequence[int] = (),
+    keep_cache: bool = False,
+    stop_strings: Sequence[str] = (),
+    eos_reason: FinishReason = FinishReason.END_OF_TURN,
+    clock: Callable[[], float] = time.perf_counter,
+    cpu_decoding: str = decoding.EXACT,
+) -> Generation:
+    """Generate from `prompt_ids` in this thread, streaming the text to `on_text`.
+
+    With `keep_cache`, the returned generation holds a cache for the next call (the given one,
+    cropped to what `prompt_ids` shares with `cached_ids`, or a fresh one). A KeyboardInterrupt
+    ends generation with the partial reply (finish reason INTERRUPTED); the cache is kept up to
+    what every layer had computed. Running out of memory becomes `GenerationFailed`; anything else
+    keeps its traceback. `cpu_decoding` is one of `decoding.MODES`: how a model on CPU keeps its
+    cache and runs attention.
+    """
+    import torch
+
+    options.validate()
+    streamer = _Streamer(tokenizer, on_text, stop_strings, clock)
+    kwargs = generate_kwargs(options)
+    growing, fast_attention = decoding.plan(model, cpu_decoding)
+    reused = 0
+    if keep_cache:
+        cache, reused = _reuse(cache, list(cached_ids), prompt_ids)
+    else:
+        cache = None
+    if cache is None and (keep_cache or growing):
+        cache = decoding.new_cache(model, growing=growing)
+    if cache is not None:
+        kwargs[cache_keyword()] = cache
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    if (
+        getattr(model.generation_config, "pad_token_id", None) is None
+        and getattr(tokenizer, "eos_token_id", None) is not None
+    ):
+        # Without it transformers logs a warning on every call; with batch size 1 it changes nothing.
+        kwargs["pad_token_id"] = tokenizer.eos_token_id
+    if options.seed is not None:
+        torch.manual_seed(options.seed)
+
+    device = getattr(model, "device", "cpu")
+    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    stats = Stats(prompt_tokens=len(prompt_ids), reused_tokens=reused)
+    started = clock()
+    interrupted = False
+    try:
+        # inference_mode, not generate's own no_grad: no autograd bookkeeping on any tensor.
+        with torch.inference_mode(), decoding.fast_attention(model) if fast_attention else nullcontext():
+            model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+    except torch.OutOfMemoryError as exc:
+        raise GenerationFailed(
+            "Out of memory while generating; nothing was added to the conversation. "
+            "Lower --max-new-tokens, start afresh with --new, or load the model with --quant 4bit."
+        ) from exc
+    finally:
+        stats.seconds = clock() - started
+    new_ids = streamer.ids
+    stats.new_tokens = len(new_ids)
+    if streamer.first_token_at is not None:
+        stats.time_to_first_token = streamer.first_token_at - started
+    text = streamer.visible_text(final=True)
+    if interrupted:
+        reason = FinishReason.INTERRUPTED
+    elif (new_ids and new_ids[-1] in _eos_ids(model, tokenizer)) or streamer.stopped_by_string():
+        reason = eos_reason
+    elif len(new_ids) >= options.max_new_tokens:
+        reason = FinishReason.LENGTH
+    else:
+        reason = eos_reason
+    if stop_strings:
+        text = text.strip()
+    reply = Reply(text=text, finish_reason=reason, stats=stats, token_ids=new_ids)
+    if not keep_cache:
+        return Generation(reply)
+    # After an interrupt only the positions every layer holds are usable (see `_crop`).
+    covered = min(_layer_lengths(cache))
+    if interrupted and not _crop(cache, covered):
+        return Generation(reply)
+    return Generation(reply, cache, (list(prompt_ids) + new_ids)[:covered])
+
+
+__all__ = ["Generation", "cache_keyword", "generate", "generate_kwargs"]

@@ -1,0 +1,139 @@
+"""From a conversation to the prompt a model sees: its chat template, or a plain transcript for
+models without one, trimmed to fit the context.
+
+Engine-independent, given a Hugging Face tokenizer: the in-process engine builds its prompts here,
+`%tokens --chat` shows them, and a remote engine with a local tokenizer can count with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .conversation import Conversation, Message, with_system
+from .engines.base import PreparedTurn
+from .errors import InvalidOption
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether the tokenizer carries a chat template (instruct models do; base models usually not)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def context_length_of(config: Any, tokenizer: Any) -> int | None:
+    """A model's context window in tokens: from its config, else from its tokenizer, else None."""
+    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    # Tokenizers that do not know their limit report a huge sentinel (about 1e30).
+    return limit if isinstance(limit, int) and 0 < limit < 10_000_000 else None
+
+
+#: The prompt format for models whose tokenizer has no chat template (base models such as GPT-2).
+#: It is the common "role: text" transcript; generation stops when the model starts the next
+#: "User:" line itself, which is cut from the reply.
+PLAIN_TEMPLATE = """\
+System: {system message, when there is one}
+
+User: {message}
+
+Assistant: {reply}
+
+User: {new message}
+
+Assistant:"""
+
+#: Where a plain-transcript reply ends: the model starting the next user line itself.
+PLAIN_STOP = "\nUser:"
+
+
+def render_plain(messages: Sequence[Message]) -> str:
+    """The `PLAIN_TEMPLATE` transcript of `messages`, ending with the generation prompt."""
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join([*lines, "Assistant:"])
+
+
+def encode_messages(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
+    """Prompt ids for `messages`: the chat template when the tokenizer has one, else `PLAIN_TEMPLATE`.
+
+    With a template this is exactly `apply_chat_template(messages, add_generation_prompt=True)`,
+    so replies match the plain transformers workflow token for token.
+    """
+    if has_chat_template(tokenizer):
+        encoded = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, return_dict=True)
+        return list(encoded["input_ids"])
+    return list(tokenizer(render_plain(messages))["input_ids"])
+
+
+def prepare_turn(
+    tokenizer: Any,
+    conversation: Conversation,
+    message: str,
+    *,
+    max_new_tokens: int,
+    context_length: int | None,
+    system: str | None = None,
+) -> PreparedTurn:
+    """The next turn's messages and prompt ids, dropping the oldest turns if they would not fit.
+
+    `system` replaces the system message ("" removes it; None keeps it). A turn is a user message
+    and the replies after it; the system message is never dropped. Raises `InvalidOption` when
+    the new message alone does not fit beside `max_new_tokens`.
+    """
+    history = conversation.messages if system is None else with_system(conversation.messages, system)
+    head = history[:1] if history and history[0]["role"] == "system" else []
+    turns = history[len(head) :]
+    new = {"role": "user", "content": message}
+    plain = not has_chat_template(tokenizer)
+
+    def prompt(dropped: int) -> tuple[list[Message], list[int]]:
+        messages = [*head, *turns[starts[dropped] :], new] if dropped < len(starts) else [*head, new]
+        return messages, encode_messages(tokenizer, messages)
+
+    starts = [i for i, m in enumerate(turns) if i == 0 or m["role"] == "user"]
+    if context_length is None:
+        messages, ids = prompt(0)
+        return PreparedTurn(messages, ids, 0, plain_template=plain)
+    budget = context_length - max_new_tokens
+    dropped = _fewest_dropped(starts, len(turns), budget, lambda k: len(prompt(k)[1]) <= budget)
+    messages, ids = prompt(dropped)
+    if len(ids) > budget:
+        raise InvalidOption(
+            f"The message needs {len(ids)} prompt tokens, but only {budget} fit beside "
+            f"--max-new-tokens {max_new_tokens} in the {context_length}-token context: "
+            "shorten it or lower --max-new-tokens."
+        )
+    return PreparedTurn(messages, ids, dropped, plain_template=plain)
+
+
+def _fewest_dropped(starts: list[int], n_messages: int, budget: int, fits: Callable[[int], bool]) -> int:
+    """The fewest oldest turns to drop so that the prompt fits (all of them when nothing fits).
+
+    Every message takes at least one token, so turns starting more than `budget` messages from
+    the end can never be kept: a loaded history of thousands of messages costs what its tail
+    costs. Between there and the end, a binary search: dropping a turn never lengthens the prompt.
+    """
+    low = next((k for k, start in enumerate(starts) if n_messages - start <= budget), len(starts))
+    if fits(low):
+        return low
+    high = len(starts)  # everything dropped: the caller reports a message that fits in no case
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+__all__ = [
+    "PLAIN_STOP",
+    "PLAIN_TEMPLATE",
+    "context_length_of",
+    "encode_messages",
+    "has_chat_template",
+    "prepare_turn",
+    "render_plain",
+]
