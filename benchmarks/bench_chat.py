@@ -203,7 +203,8 @@ def overhead(shell) -> Section:
         ("every path's greedy reply is the same", same),
     ]
     section.notes = [
-        "On CPU the magic keeps the key/value cache in buffers that grow in place (`llm_magics.decoding`, "
+        "On CPU the magic keeps the key/value cache in buffers that grow in place "
+        "(`llm_magics.engines.transformers.decoding`, "
         "mode 'exact': same tokens as transformers' cache, which copies itself at every token). The third "
         "row uses transformers' cache, so it shows what the magic itself costs: parsing, the chat "
         "template, streaming through the tokenizer and the display.",
@@ -230,14 +231,15 @@ def _prefill_ms(model, context: int, new: int = 64, repeats: int = 5) -> float:
     by default (mode 'exact')."""
     import torch
 
-    from llm_magics import chat, decoding
+    from llm_magics.engines.transformers import decoding
+    from llm_magics.engines.transformers.generation import cache_keyword
 
     ids = torch.randint(
         100, model.config.vocab_size - 100, (1, context + new), generator=torch.Generator().manual_seed(0)
     )
     times = []
     for _ in range(repeats):
-        cache = {chat._cache_keyword(): decoding.new_cache(model)}
+        cache = {cache_keyword(): decoding.new_cache(model)}
         with torch.inference_mode():
             if context:
                 model(input_ids=ids[:, :context], **cache)

@@ -37,11 +37,11 @@ with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 with capture_output():
     ip.run_line_magic("llm_load", {model!r} + " " + {options!r} + " --as m")
-entry = ip.magics_manager.registry["LlmMagics"].registry.get("m")
+info = ip.magics_manager.registry["LlmMagics"].registry.get("m").describe()
 with open("/proc/self/status") as f:
     peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) * 1024
-print(json.dumps({{"footprint": entry.footprint_bytes, "estimate": estimate,
-                  "peak_over_baseline": peak - baseline, "parameters": entry.parameters}}))
+print(json.dumps({{"footprint": info.footprint_bytes, "estimate": estimate,
+                  "peak_over_baseline": peak - baseline, "parameters": info.parameters}}))
 """
 
 

@@ -271,7 +271,7 @@ def quantization() -> nbformat.NotebookNode:
                 "\n"
                 "def measure(name):\n"
                 "    model, tokenizer = llm_magics.get_model(name)\n"
-                "    entry = llm_magics.get_entry(name)\n"
+                "    info = llm_magics.get_entry(name).describe()\n"
                 "    with torch.no_grad():\n"
                 '        ids = tokenizer(PARAGRAPH, return_tensors="pt").input_ids.to(model.device)\n'
                 "        perplexity = math.exp(model(ids, labels=ids).loss.item())\n"
@@ -285,15 +285,15 @@ def quantization() -> nbformat.NotebookNode:
                 "    rows.append(\n"
                 "        {\n"
                 '            "mode": name,\n'
-                '            "weights": entry.quantization if entry.quantization != "none" else entry.dtype,\n'
+                '            "weights": info.quantization if info.quantization != "none" else info.dtype,\n'
                 '            "estimate (MB)": ESTIMATE["16-bit" if name == "bfloat16" else name] / 1e6,\n'
-                '            "footprint (MB)": entry.footprint_bytes / 1e6,\n'
+                '            "footprint (MB)": info.footprint_bytes / 1e6,\n'
                 '            "tokens/s": generated / seconds,\n'
                 '            "perplexity": perplexity,\n'
                 '            "sample": tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True),\n'
                 "        }\n"
                 "    )\n"
-                '    print(f"{name}: {entry.footprint_bytes / 1e6:.0f} MB, {generated / seconds:.1f} tokens/s, perplexity {perplexity:.2f}")'
+                '    print(f"{name}: {info.footprint_bytes / 1e6:.0f} MB, {generated / seconds:.1f} tokens/s, perplexity {perplexity:.2f}")'
             ),
             md(
                 "## 3. Four ways to load the same model\n\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_magics import chat as core
-from llm_magics import decoding
+from llm_magics.engines.base import GenerationOptions
+from llm_magics.engines.transformers import decoding, generation
 from tests.factories import FAMILIES
 from tests.helpers import RaiseOnForward, say
 
@@ -106,7 +106,7 @@ def test_fast_attention_computes_what_transformers_sdpa_computes(loaded_tiny, fa
     ids = torch.randint(5, model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
 
     def logits(fast: bool) -> list:
-        cache = {core._cache_keyword(): decoding.new_cache(model, growing=fast)}
+        cache = {generation.cache_keyword(): decoding.new_cache(model, growing=fast)}
         steps = [ids[:, :10], ids[:, 10:16], ids[:, 16:17], ids[:, 17:18], ids[:, 18:24]]
         outputs = []
         with torch.inference_mode():
@@ -149,7 +149,7 @@ def test_exact_mode_keeps_every_logit_of_transformers_cache_in_bfloat16(loaded_t
     steps = [ids[:, :9], *[ids[:, i : i + 1] for i in range(9, 30)], ids[:, 30:40]]
 
     def logits(growing: bool) -> list:
-        cache = {core._cache_keyword(): decoding.new_cache(model, growing=growing)}
+        cache = {generation.cache_keyword(): decoding.new_cache(model, growing=growing)}
         with torch.inference_mode():
             return [model(input_ids=step, **cache).logits for step in steps]
 
@@ -158,16 +158,15 @@ def test_exact_mode_keeps_every_logit_of_transformers_cache_in_bfloat16(loaded_t
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_replies_are_the_same_in_every_mode(tiny_entry, family, monkeypatch):
+def test_replies_are_the_same_in_every_mode(tiny_engine, family, monkeypatch):
     # Little headroom, so the cache grows several times within the conversation.
     monkeypatch.setattr(decoding, "_MIN_HEADROOM", 3)
     replies = {}
     for mode in decoding.MODES:
-        entry = tiny_entry(family)
-        conversation = core.get_conversation(entry)
+        engine = tiny_engine(family)
         replies[mode] = []
         for message in ("Hello there", "Tell me more.", "And then?"):
-            replies[mode].append(say(entry, conversation, message, cpu_decoding=mode).token_ids)
+            replies[mode].append(say(engine, message, cpu_decoding=mode).token_ids)
         # Mistral's layers have a sliding window: they keep transformers' own cache layer.
         expected = (
             {"DynamicSlidingWindowLayer"}
@@ -176,23 +175,27 @@ def test_replies_are_the_same_in_every_mode(tiny_entry, family, monkeypatch):
             if mode == decoding.TRANSFORMERS
             else {"GrowingLayer"}
         )
-        assert {type(layer).__name__ for layer in conversation.cache.layers} == expected
+        assert {type(layer).__name__ for layer in engine.session.cache.layers} == expected
     # In float32 even the other attention kernels of "fastest" give the same greedy tokens.
     assert replies[decoding.EXACT] == replies[decoding.FASTEST] == replies[decoding.TRANSFORMERS]
     assert all(replies[decoding.EXACT])
 
 
-def test_the_models_attention_is_restored_when_generation_is_interrupted(tiny_entry):
-    entry = tiny_entry("llama")
-    hook = entry.model.register_forward_hook(RaiseOnForward(KeyboardInterrupt(), on_call=3))
+def test_the_models_attention_is_restored_when_generation_is_interrupted(tiny_engine):
+    engine = tiny_engine("llama")
+    hook = engine.model.register_forward_hook(RaiseOnForward(KeyboardInterrupt(), on_call=3))
     try:
-        generation = core.generate(
-            entry, [1, 2, 3, 4], core.GenerationOptions(max_new_tokens=8), cpu_decoding=decoding.FASTEST
+        generated = generation.generate(
+            engine.model,
+            engine.tokenizer,
+            [1, 2, 3, 4],
+            GenerationOptions(max_new_tokens=8),
+            cpu_decoding=decoding.FASTEST,
         )
     finally:
         hook.remove()
-    assert generation.reply.interrupted
-    assert entry.model.config._attn_implementation == "sdpa"
+    assert generated.reply.interrupted
+    assert engine.model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.slow
@@ -202,16 +205,21 @@ def test_bundled_model_in_bfloat16_gives_transformers_replies_in_exact_mode(monk
     from llm_magics import loading
 
     monkeypatch.setattr(decoding, "_MIN_HEADROOM", 16)
-    entry = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="bfloat16"))
-    assert entry.model.dtype == torch.bfloat16
-    replies = {}
-    for mode in (decoding.EXACT, decoding.TRANSFORMERS):
-        entry.state.clear()
-        conversation = core.get_conversation(entry)
-        replies[mode] = []
-        for message in ("Write a story about a dragon who cooks.", "Make it longer.", "Now a poem about it."):
-            replies[mode].append(
-                say(entry, conversation, message, max_new_tokens=60, cpu_decoding=mode).token_ids
-            )
-    assert replies[decoding.EXACT] == replies[decoding.TRANSFORMERS]
-    assert all(replies[decoding.EXACT])
+    engine = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="bfloat16"))
+    try:
+        assert engine.model.dtype == torch.bfloat16
+        replies = {}
+        for mode in (decoding.EXACT, decoding.TRANSFORMERS):
+            engine.adopt(engine.new_session())
+            assert engine.session.conversation.messages == [] and engine.session.cache is None
+            replies[mode] = []
+            for message in (
+                "Write a story about a dragon who cooks.",
+                "Make it longer.",
+                "Now a poem about it.",
+            ):
+                replies[mode].append(say(engine, message, max_new_tokens=60, cpu_decoding=mode).token_ids)
+        assert replies[decoding.EXACT] == replies[decoding.TRANSFORMERS]
+        assert all(replies[decoding.EXACT])
+    finally:
+        engine.close()

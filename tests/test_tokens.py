@@ -460,20 +460,27 @@ def test_chat_without_a_template_is_a_clear_line(gpt2_tokenizer):
 
 @pytest.fixture(scope="module")
 def tiny_llama(tiny_models):
+    """An in-process engine over the tiny Llama (256-token context): what `%tokens --probs` scores with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_magics.engines.base import EngineInfo, EngineKind, ScoresTokens
+    from llm_magics.engines.transformers import TransformersEngine
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
     model.eval()
-    return model, AutoTokenizer.from_pretrained(tiny_models["llama"])
+    info = EngineInfo(name="tiny", source="llama", kind=EngineKind.TRANSFORMERS, context_length=256)
+    engine = TransformersEngine(info, AutoTokenizer.from_pretrained(tiny_models["llama"]), model)
+    assert isinstance(engine, ScoresTokens)
+    return engine
 
 
 @pytest.mark.slow
 def test_probabilities_agree_with_a_direct_forward_pass(tiny_llama):
     import torch
 
-    model, tokenizer = tiny_llama
+    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
     text = "Paris is the capital of France 🙂."
-    view = with_probabilities(analyse(tokenizer, text, name="tiny", context_length=256), model, tokenizer)
+    view = with_probabilities(analyse(tokenizer, text, name="tiny", context_length=256), tiny_llama)
     ids = tokenizer(text)["input_ids"]
     with torch.no_grad():
         out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids]))
@@ -493,8 +500,8 @@ def test_probabilities_agree_with_a_direct_forward_pass(tiny_llama):
 
 @pytest.mark.slow
 def test_probabilities_show_in_the_view(tiny_llama):
-    model, tokenizer = tiny_llama
-    view = with_probabilities(analyse(tokenizer, "one two three", name="tiny"), model, tokenizer)
+    tokenizer = tiny_llama.tokenizer
+    view = with_probabilities(analyse(tokenizer, "one two three", name="tiny"), tiny_llama)
     rendered = TokenView([view])
     assert view.probs is not None and view.probs.perplexity is not None
     assert f"perplexity {view.probs.perplexity:,.2f}" in rendered.html()
@@ -510,18 +517,31 @@ def test_probabilities_show_in_the_view(tiny_llama):
 
 @pytest.mark.slow
 def test_probabilities_need_the_text_to_fit_the_context(tiny_llama):
-    model, tokenizer = tiny_llama
+    tokenizer = tiny_llama.tokenizer
     text = "word " * 300
     n = len(tokenizer(text)["input_ids"])
     view = analyse(tokenizer, text, context_length=256)
     with pytest.raises(
         InvalidOption, match=rf"--probs needs the text to fit the model's context: {n} tokens > 256\."
     ):
-        with_probabilities(view, model, tokenizer)
+        with_probabilities(view, tiny_llama)
 
 
 @pytest.mark.slow
 def test_token_probabilities_of_a_single_token_has_no_perplexity(tiny_llama):
-    model, tokenizer = tiny_llama
-    probs = token_probabilities(model, tokenizer, tokenizer("hi")["input_ids"][:1])
-    assert probs.probs == [None] and probs.perplexity is None
+    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
+    ids = tokenizer("hi")["input_ids"][:1]
+    for probs in (token_probabilities(model, tokenizer, ids), tiny_llama.token_probabilities(ids)):
+        assert probs.probs == [None] and probs.perplexity is None
+
+
+@pytest.mark.slow
+def test_next_token_logits_are_the_last_position_of_a_direct_forward_pass(tiny_llama):
+    import torch
+
+    ids = tiny_llama.tokenizer("Paris is the capital of")["input_ids"]
+    logits = tiny_llama.next_token_logits(ids)
+    with torch.no_grad():
+        expected = tiny_llama.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    assert logits.shape == (tiny_llama.model.config.vocab_size,)
+    torch.testing.assert_close(logits, expected)
