@@ -8,7 +8,7 @@
     ├── QuantizationUnavailable  bitsandbytes missing, or it cannot serve this machine
     ├── InsufficientMemory       the estimate says the load will not fit
     ├── ModelLoadFailed          transformers refused the files (corrupt, unsupported architecture)
-    ├── GenerationFailed         generation raised (out of memory, a model bug)
+    ├── GenerationFailed         generation ran out of memory (a model bug keeps its traceback)
     ├── GenerationInterrupted    the stop button ended a reply early (the partial reply is kept)
     └── ConversationFileInvalid  `%llm_history --load` of a file that is not a conversation
 
@@ -62,7 +62,7 @@ class ModelLoadFailed(LlmMagicsError):
 
 
 class GenerationFailed(LlmMagicsError):
-    """Raised when generation itself fails; nothing is added to the conversation."""
+    """Raised when generation runs out of memory; nothing is added to the conversation."""
 
 
 class GenerationInterrupted(LlmMagicsError):

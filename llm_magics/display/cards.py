@@ -57,28 +57,28 @@ class ModelCard:
         self.info = info
 
     def rows(self) -> list[tuple[str, str]]:
-        entry = self.info
-        rows = [("name", entry.name), ("source", entry.source)]
-        if entry.kind is not EngineKind.TRANSFORMERS:
-            rows.append(("engine", entry.kind.value))
-        if entry.tokenizer_only:
+        info = self.info
+        rows = [("name", info.name), ("source", info.source)]
+        if info.kind is not EngineKind.TRANSFORMERS:
+            rows.append(("engine", info.kind.value))
+        if info.tokenizer_only:
             rows.append(("weights", "none (tokenizer only)"))
-        elif entry.kind is not EngineKind.REMOTE:
+        elif info.kind is not EngineKind.REMOTE:
             rows += [
-                ("parameters", format_count(entry.parameters)),
-                ("dtype", entry.dtype),
-                ("quantization", entry.quantization),
-                ("device", entry.device),
-                ("memory footprint", format_bytes(entry.footprint_bytes)),
+                ("parameters", format_count(info.parameters)),
+                ("dtype", info.dtype),
+                ("quantization", info.quantization),
+                ("device", info.device),
+                ("memory footprint", format_bytes(info.footprint_bytes)),
             ]
-        rows += entry.details
+        rows += info.details
         rows += [
-            ("load time", f"{entry.load_seconds:.1f} s"),
-            ("context length", f"{entry.context_length:,} tokens" if entry.context_length else "unknown"),
+            ("load time", f"{info.load_seconds:.1f} s"),
+            ("context length", f"{info.context_length:,} tokens" if info.context_length else "unknown"),
         ]
-        if entry.has_chat_template is not None:
-            rows.append(("chat template", "yes" if entry.has_chat_template else "no (plain fallback)"))
-        rows += [("note", note) for note in entry.notes]
+        if info.has_chat_template is not None:
+            rows.append(("chat template", "yes" if info.has_chat_template else "no (plain fallback)"))
+        rows += [("note", note) for note in info.notes]
         return rows
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
