@@ -175,3 +175,29 @@ class EstimateTable:
                 f"<small>{html.escape(lines[1])}</small></div>"
             ),
         }
+
+
+class EngineCard:
+    """An engine's card from its `EngineInfo` (today: remote engines; the engines refactor may
+    fold `ModelCard` into this): the common rows, then the engine's own `details`."""
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+
+    def rows(self) -> list[tuple[str, str]]:
+        info = self.info
+        rows = [("name", info.name), ("source", info.source), ("engine", info.kind.value)]
+        rows += [(str(key), str(value)) for key, value in info.details]
+        rows.append(
+            ("context length", f"{info.context_length:,} tokens" if info.context_length else "unknown")
+        )
+        rows += [("note", note) for note in info.notes]
+        return rows
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        rows = self.rows()
+        title = f"Loaded {self.info.name}"
+        return {
+            "text/plain": title + "\n" + _text_table(None, rows),
+            "text/html": f"<div><b>{html.escape(title)}</b>{_html_table(None, rows)}</div>",
+        }
