@@ -654,6 +654,8 @@ class RemoteEngine:
                 interrupted = True
             except RemoteError as exc:
                 if not text:
+                    if isinstance(exc, ModelNotServed):
+                        raise self._model_gone(exc) from exc
                     raise
                 interrupted, problem = True, str(exc)
         finally:
@@ -675,6 +677,19 @@ class RemoteEngine:
             stats.new_tokens = pieces if counted is None else counted
         reason = FinishReason.INTERRUPTED if interrupted else _FINISH.get(finish or "stop") or eos_reason
         return RemoteReply(text=text, finish_reason=reason, stats=stats, problem=problem)
+
+    def _model_gone(self, error: ModelNotServed) -> ModelNotServed:
+        """A 404 on a generation route: say what the server serves now."""
+        try:
+            served = read_models(self._server.get_json("/v1/models"), self.endpoint.api)
+        except RemoteError:
+            return error
+        if self.model in served.ids:
+            return error
+        listing = ", ".join(served.ids) or "nothing"
+        return ModelNotServed(
+            f"{self.endpoint.api} no longer serves {self.model!r}; it serves {listing} (%llm_load it again)."
+        )
 
     # -- counting -------------------------------------------------------------------------------
 
