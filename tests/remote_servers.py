@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -81,7 +82,12 @@ def transformers_cli() -> list[str]:
 
 
 def start_transformers_serve(
-    folder: Path, log: Path, *, continuous_batching: bool = False, timeout: float = 180.0
+    folder: Path,
+    log: Path,
+    *,
+    continuous_batching: bool = False,
+    extra: Sequence[str] = (),
+    timeout: float = 180.0,
 ) -> Served:
     """`transformers serve FOLDER` on a free loopback port, once it answers `/health`."""
     import httpx
@@ -102,6 +108,7 @@ def start_transformers_serve(
     ]
     if continuous_batching:
         command.append("--continuous-batching")
+    command += list(extra)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)

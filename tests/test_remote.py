@@ -457,3 +457,48 @@ def test_a_server_refusal_is_one_line_and_changes_nothing(fake: FakeVllm):
         engine.session.respond(turn, GenerationOptions(max_new_tokens=8))
     assert "\n" not in str(caught.value)
     assert engine.session.conversation.messages == []
+
+
+# --------------------------------------------------------------------------- a real vLLM (GPU script)
+
+
+@pytest.fixture
+def vllm_engine(engine: RemoteEngine) -> RemoteEngine:
+    if engine.server_kind is not ServerKind.VLLM:
+        pytest.skip("needs a vLLM server (LLM_MAGICS_REMOTE_ENDPOINT; see benchmarks/gpu_remote_check.sh)")
+    return engine
+
+
+def test_vllm_offers_tokens_and_probabilities(vllm_engine: RemoteEngine):
+    assert isinstance(vllm_engine, Tokenizes) and isinstance(vllm_engine, ScoresTokens)
+    assert vllm_engine.context_window()
+
+
+def test_vllm_token_view_equals_its_tokenizer(vllm_engine: RemoteEngine):
+    from transformers import AutoTokenizer
+
+    from llm_magics.tokens import analyse
+
+    local = AutoTokenizer.from_pretrained(vllm_engine.model)  # vLLM downloaded it into the hub cache
+    text = "Emoji 🙂 and accents café naïve, CJK 日本語.\n  def f(x): return x"
+    remote_view, local_view = analyse(vllm_engine.tokenizer, text), analyse(local, text)
+    assert remote_view.ids == local_view.ids
+    assert [(s.start, s.end, s.ids) for s in remote_view.spans] == [
+        (s.start, s.end, s.ids) for s in local_view.spans
+    ]
+
+
+def test_vllm_counts_the_prompt_as_its_usage_does(vllm_engine: RemoteEngine):
+    prepared = vllm_engine.session.prepare("What is a token?", max_new_tokens=8)
+    counted = vllm_engine.count_chat_tokens(prepared.messages)
+    reply = vllm_engine.session.respond(prepared, GenerationOptions(max_new_tokens=8))
+    assert counted == reply.stats.prompt_tokens
+
+
+def test_vllm_prompt_probabilities(vllm_engine: RemoteEngine):
+    ids = vllm_engine.tokenizer("Paris is the capital of France.")["input_ids"]
+    probs = vllm_engine.token_probabilities(ids, top_k=5)
+    assert len(probs.probs) == len(ids) and probs.probs[0] is None
+    assert all(0 < p <= 1 for p in probs.probs[1:])
+    assert all(row and len(row) <= 5 for row in probs.top[1:])
+    assert probs.perplexity is not None and 1 <= probs.perplexity < 1e4
