@@ -32,7 +32,10 @@ from llm_magics.engines.remote import (
     Timeouts,
     connect,
     parse_endpoint,
+    probabilities_hint,
     read_api_key,
+    read_models,
+    token_view_hint,
     transport_warning,
 )
 from llm_magics.errors import (
@@ -134,6 +137,18 @@ def test_a_key_over_plain_http_to_another_host_is_warned_about():
     assert transport_warning(parse_endpoint("http://[::1]:8000/v1"), True) is None
 
 
+def test_the_server_kind_is_told_from_its_model_list():
+    vllm = {"data": [{"id": "m", "object": "model", "owned_by": "vllm", "max_model_len": 4096}]}
+    assert read_models(vllm, "u").kind is ServerKind.VLLM and read_models(vllm, "u").context == {"m": 4096}
+    assert read_models({"data": [{"id": "m", "owned_by": "llamacpp"}]}, "u").kind is ServerKind.LLAMA_CPP
+    served = {"data": [{"id": "m", "owned_by": "local", "status": {"value": "loaded"}}]}
+    assert read_models(served, "u").kind is ServerKind.TRANSFORMERS
+    assert read_models({"object": "list", "data": [{"id": "m"}]}, "u").kind is ServerKind.OTHER
+    for not_openai in ({"models": ["m"]}, {"data": [{"name": "m"}]}, ["m"], "ok"):
+        with pytest.raises(NotOpenAICompatible):
+            read_models(not_openai, "u")
+
+
 def test_connection_refused_is_one_line_in_seconds():
     started = time.monotonic()
     with pytest.raises(ServerUnreachable, match="connection refused"):
@@ -163,6 +178,8 @@ def test_connect_describes_the_server(engine: RemoteEngine, served: Served):
         # transformers serve has no /tokenize and no log-probabilities.
         assert not isinstance(engine, Tokenizes) and not isinstance(engine, ScoresTokens)
         assert "--tokenizer" in details["token view"]
+        assert "--tokenizer" in token_view_hint(engine) and "\n" not in token_view_hint(engine)
+        assert "vLLM" in probabilities_hint(engine)
 
 
 def test_one_served_model_may_be_left_out(served: Served):

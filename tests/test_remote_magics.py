@@ -100,6 +100,13 @@ def test_a_failed_reload_leaves_the_entry(shell, fake: FakeVllm):
     assert not result.success and "class" in magics(shell).registry
 
 
+def test_tokens_on_a_remote_entry_uses_the_server_today(shell, fake: FakeVllm):
+    run(shell, f"%llm_load --endpoint {fake.url}")
+    result, captured = run(shell, "%tokens Paris is the capital of France.")
+    assert result.success and "Paris" in shown_text(captured)
+    assert any(path == "/tokenize" for path, _ in fake.requests)
+
+
 # --------------------------------------------------------------------------- for the lead
 
 

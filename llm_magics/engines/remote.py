@@ -53,6 +53,7 @@ from ..errors import (
     ServerUnreachable,
     first_line,
 )
+from ..registry import context_length_of
 from .base import (
     EngineInfo,
     EngineKind,
@@ -777,6 +778,23 @@ class ScoringRemoteEngine(TokenizingRemoteEngine):
         return "from the server (prompt log-probabilities)"
 
 
+def token_view_hint(engine: RemoteEngine) -> str:
+    """The one line `%tokens` shows for a remote engine without a token view."""
+    return (
+        f"{engine.name} runs on a server without /tokenize ({engine.server_kind.value}): for a token view, "
+        f"connect again with its tokenizer: %llm_load {engine.model} --endpoint {engine.endpoint.api} "
+        "--tokenizer ID_OR_FOLDER --reload"
+    )
+
+
+def probabilities_hint(engine: RemoteEngine) -> str:
+    """The one line `%tokens --probs` shows for a remote engine whose server gives no log-probabilities."""
+    return (
+        f"{engine.name} runs on a server that gives no prompt log-probabilities ({engine.server_kind.value}); "
+        "vLLM does, or load the model here with %llm_load for --probs."
+    )
+
+
 # --------------------------------------------------------------------------- connecting
 
 
@@ -809,6 +827,8 @@ def connect(
         source = None
         if tokenizer is not None:
             view, source = _local_tokenizer(tokenizer), f"local tokenizer {tokenizer}"
+            # A server that does not say its context (transformers serve): the tokenizer may know.
+            context = context or context_length_of(None, view)
         else:
             from .remote_tokens import server_tokenizer
 
@@ -882,7 +902,9 @@ __all__ = [
     "choose_model",
     "connect",
     "parse_endpoint",
+    "probabilities_hint",
     "read_api_key",
     "read_models",
+    "token_view_hint",
     "transport_warning",
 ]
