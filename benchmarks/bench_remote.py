@@ -9,8 +9,8 @@
    in-process copies of the model would take (one copy's RSS footprint, measured in a fresh
    process, times N).
 
-`python -m benchmarks.bench_remote` prints the tables and writes its section of RESULTS.md
-(the rest of the file is left as it is). Set LLM_MAGICS_REMOTE_ENDPOINT to measure the overhead
+`python -m benchmarks.bench_remote [paced] [overhead] [class]` (all three by default) prints the
+tables and writes their sections of RESULTS.md (the rest of the file is left as it is). Set LLM_MAGICS_REMOTE_ENDPOINT to measure the overhead
 against another server (a GPU's vLLM) instead of starting transformers serve.
 """
 
@@ -90,7 +90,7 @@ def _engine(engine) -> tuple[float, float]:
     return reply.stats.time_to_first_token, reply.stats.tokens_per_second
 
 
-def streaming_overhead(url: str, model: str) -> Section:
+def streaming_overhead(url: str, model: str, server: str = "transformers serve") -> Section:
     from llm_magics.engines.remote import connect
 
     engine = connect(url, model)
@@ -107,7 +107,7 @@ def streaming_overhead(url: str, model: str) -> Section:
     ratio = statistics.median(engine_rate) / statistics.median(direct_rate)
     delta_ms = 1000 * (statistics.median(engine_ttft) - statistics.median(direct_ttft))
     section = Section(
-        f"{SECTION_TITLE}: streaming overhead over the bare openai client",
+        f"{SECTION_TITLE}: streaming overhead over the bare openai client ({server})",
         ["driver", "time to first token", "tokens/s after it"],
         [
             ["openai client", Spread(direct_ttft).show(" s"), Spread(direct_rate).show("", 1)],
@@ -120,10 +120,31 @@ def streaming_overhead(url: str, model: str) -> Section:
         (f"time to first token within 20 ms of the client's (got {delta_ms:+.0f} ms)", abs(delta_ms) <= 20),
     ]
     section.notes = [
-        f"Same server (transformers serve unless LLM_MAGICS_REMOTE_ENDPOINT is set), greedy, {OVERHEAD_TOKENS} "
-        f"new tokens, alternating runs (n={OVERHEAD_RUNS} each after a warm-up). Medians."
+        f"Same server ({server}), same prompt, greedy, up to {OVERHEAD_TOKENS} new tokens, alternating runs "
+        f"(n={OVERHEAD_RUNS} each after a warm-up). Medians."
     ]
     return section
+
+
+def paced_overhead(folder: Path) -> Section:
+    """The same comparison against a server whose timing does not vary: the fake vLLM of the
+    tests, streaming a token every millisecond. What differs between the two drivers is then the
+    client side alone, which a real server's run-to-run noise on a busy CPU would hide."""
+    from transformers import AutoTokenizer
+
+    from tests.remote_servers import FakeVllm
+
+    global OVERHEAD_TOKENS, OVERHEAD_RUNS
+    saved = OVERHEAD_TOKENS, OVERHEAD_RUNS
+    fake = FakeVllm(AutoTokenizer.from_pretrained(folder), max_model_len=100_000)
+    fake.stream_tokens, fake.token_delay = 300, 0.001
+    fake.start()
+    try:
+        OVERHEAD_TOKENS, OVERHEAD_RUNS = 300, 15
+        return streaming_overhead(fake.url, fake.model, "a fake vLLM streaming 1 token/ms")
+    finally:
+        OVERHEAD_TOKENS, OVERHEAD_RUNS = saved
+        fake.stop()
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -243,39 +264,49 @@ def class_on_one_server(folder: Path) -> Section:
 
 
 def write_section(sections: list[Section], path: Path = RESULTS) -> None:
-    """Replace (or add) this benchmark's sections in RESULTS.md, leaving the others as they are."""
+    """Replace (or add) these sections in RESULTS.md, leaving every other one as it is."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     blocks = text.split("\n## ")
-    kept = [blocks[0]] + [b for b in blocks[1:] if not b.startswith(SECTION_TITLE)]
+    titles = {section.title for section in sections}
+    kept = [blocks[0]] + [b for b in blocks[1:] if b.splitlines()[0].strip() not in titles]
     body = "\n## ".join(kept).rstrip("\n") + "\n\n" + "\n".join(s.markdown() for s in sections)
     path.write_text(body)
     print(f"wrote {path}")
 
 
-def run() -> list[Section]:
+PARTS = ("paced", "overhead", "class")
+
+
+def run(parts: tuple[str, ...] = PARTS) -> list[Section]:
     folder = _folder()
     sections = []
-    external = os.environ.get("LLM_MAGICS_REMOTE_ENDPOINT")
-    if external:
-        from llm_magics.engines.remote import connect
+    if "paced" in parts:
+        sections.append(paced_overhead(folder))
+    if "overhead" in parts:
+        external = os.environ.get("LLM_MAGICS_REMOTE_ENDPOINT")
+        if external:
+            from llm_magics.engines.remote import connect
 
-        probe = connect(external, os.environ.get("LLM_MAGICS_REMOTE_MODEL") or None)
-        model = probe.model
-        probe.close()
-        sections.append(streaming_overhead(external, model))
-    else:
-        server = _start(folder, "overhead")
-        try:
-            sections.append(streaming_overhead(server.url, server.model))
-        finally:
-            server.stop()
-    sections.append(class_on_one_server(folder))
+            probe = connect(external, os.environ.get("LLM_MAGICS_REMOTE_MODEL") or None)
+            model, kind = probe.model, probe.server_kind.value
+            probe.close()
+            sections.append(streaming_overhead(external, model, kind))
+        else:
+            server = _start(folder, "overhead")
+            try:
+                sections.append(streaming_overhead(server.url, server.model))
+            finally:
+                server.stop()
+    if "class" in parts:
+        sections.append(class_on_one_server(folder))
     return sections
 
 
 if __name__ == "__main__":
+    import sys
+
     started = time.perf_counter()
-    found = run()
+    found = run(tuple(sys.argv[1:]) or PARTS)
     for section in found:
         section.print()
     write_section(found)
