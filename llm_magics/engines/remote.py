@@ -353,10 +353,14 @@ class _Server:
                     f"Nothing answers at {where} (connection refused): is the server running?"
                 )
             if any(isinstance(e, (http.RemoteProtocolError, http.ReadError)) for e in causes):
-                return ServerDisconnected(f"{where} closed the connection before answering.")
+                return ServerDisconnected(
+                    f"{where} closed the connection before its answer was complete: did the server stop?"
+                )
             return ServerUnreachable(f"Cannot connect to {where} ({type(causes[-1]).__name__}).")
         if isinstance(exc, (http.RemoteProtocolError, http.ReadError)):
-            return ServerDisconnected(f"{where} closed the connection in the middle of its answer.")
+            return ServerDisconnected(
+                f"{where} closed the connection before its answer was complete: did the server stop?"
+            )
         if isinstance(exc, openai.APIStatusError):
             return self.status_error(exc.status_code, exc.body, "", code=getattr(exc, "code", None))
         if isinstance(exc, openai.APIResponseValidationError):
