@@ -45,6 +45,7 @@ from llm_magics.errors import (
     ModelNotServed,
     NotOpenAICompatible,
     ServerRejected,
+    ServerTimeout,
     ServerUnreachable,
 )
 from tests.remote_servers import (
@@ -154,6 +155,20 @@ def test_connection_refused_is_one_line_in_seconds():
     with pytest.raises(ServerUnreachable, match="connection refused"):
         connect(f"http://127.0.0.1:{free_port()}/v1", "m")
     assert time.monotonic() - started < 3
+
+
+def test_a_server_that_never_answers_times_out_in_seconds():
+    import socket
+
+    with socket.socket() as silent:
+        # Connections complete in the kernel's backlog; nothing ever reads or answers them.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(ServerTimeout, match="0.5 s"):
+            connect(f"http://127.0.0.1:{port}/v1", "m", timeouts=Timeouts(0.5, 0.5))
+        assert time.monotonic() - started < 2
 
 
 def test_unknown_host_is_one_line():
