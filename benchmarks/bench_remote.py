@@ -121,7 +121,9 @@ def streaming_overhead(url: str, model: str, server: str = "transformers serve")
     ]
     section.notes = [
         f"Same server ({server}), same prompt, greedy, up to {OVERHEAD_TOKENS} new tokens, alternating runs "
-        f"(n={OVERHEAD_RUNS} each after a warm-up). Medians."
+        f"(n={OVERHEAD_RUNS} each after a warm-up). Medians. Load average at the end: "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs make a CPU server's own times vary "
+        "by seconds, which hides a client's milliseconds: the paced fake server measures the client alone)."
     ]
     return section
 
