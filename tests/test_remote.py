@@ -534,3 +534,13 @@ def test_vllm_prompt_probabilities(vllm_engine: RemoteEngine):
     assert all(0 < p <= 1 for p in probs.probs[1:])
     assert all(row and len(row) <= 5 for row in probs.top[1:])
     assert probs.perplexity is not None and 1 <= probs.perplexity < 1e4
+
+
+def test_without_the_openai_package_the_extra_is_named(monkeypatch):
+    import sys
+
+    from llm_magics.errors import RemoteExtraMissing
+
+    monkeypatch.setitem(sys.modules, "openai", None)  # makes `import openai` fail
+    with pytest.raises(RemoteExtraMissing, match=r"\[remote\]"):
+        connect("http://127.0.0.1:9/v1", "m")
