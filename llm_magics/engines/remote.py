@@ -676,8 +676,9 @@ class RemoteEngine:
             stats.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
             stats.new_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
         else:
-            # An interrupted stream has no usage: count the text locally where a tokenizer is at
-            # hand, else the chunks (servers send about one token each).
+            # An interrupted stream has no usage: count the text with a local tokenizer where
+            # there is one, else the chunks (servers send about one token each). The prompt's
+            # count is unknown then (0).
             counted = self._count_text(text) if text else 0
             stats.new_tokens = pieces if counted is None else counted
         reason = FinishReason.INTERRUPTED if interrupted else _FINISH.get(finish or "stop") or eos_reason
@@ -710,13 +711,14 @@ class RemoteEngine:
         return len(encoded["input_ids"])
 
     def _count_text(self, text: str) -> int | None:
+        """Tokens in `text` by a local tokenizer; never by asking the server (after an interrupt or
+        a failure it may be gone, and the user waits for no more round trips)."""
+        from .remote_tokens import ServerTokenizer
+
         tokenizer = self._tokenizer
-        if tokenizer is None:
+        if tokenizer is None or isinstance(tokenizer, ServerTokenizer):
             return None
-        try:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-        except RemoteError:
-            return None
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- card notes -----------------------------------------------------------------------------
 
