@@ -510,6 +510,8 @@ class RemoteEngine:
             ("token view", self._token_view_note()),
             ("token probabilities", self._probs_note()),
         ]
+        if self.served.kind is ServerKind.OTHER:
+            details.append(("sampling", "top-k and repetition penalty are not sent (unknown server)"))
         return EngineInfo(
             name=self.name,
             source=f"{self.model} @ {self.endpoint.api}",
