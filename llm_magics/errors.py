@@ -10,7 +10,17 @@
     ├── ModelLoadFailed          transformers refused the files (corrupt, unsupported architecture)
     ├── GenerationFailed         generation ran out of memory (a model bug keeps its traceback)
     ├── GenerationInterrupted    the stop button ended a reply early (the partial reply is kept)
-    └── ConversationFileInvalid  `%llm_history --load` of a file that is not a conversation
+    ├── ConversationFileInvalid  `%llm_history --load` of a file that is not a conversation
+    └── RemoteError              an OpenAI-compatible server (`%llm_load --endpoint`) failed us
+        ├── RemoteExtraMissing   the `openai` package (extra `[remote]`) is not installed
+        ├── ServerUnreachable    connection refused, a host name that does not resolve
+        ├── ServerTimeout        no answer within the connect or read timeout
+        ├── AuthenticationFailed 401/403: the API key is missing, wrong or not allowed
+        ├── ModelNotServed       the server does not serve MODEL (the message lists what it does)
+        ├── ContextTooLong       the server says the prompt and reply do not fit its context
+        ├── ServerRejected       any other refusal (4xx/5xx, an error sent mid-stream)
+        ├── ServerDisconnected   the connection dropped before a reply arrived
+        └── NotOpenAICompatible  the answer is not JSON, or not shaped like OpenAI's API
 
 Unexpected bugs are not wrapped: they keep their full traceback.
 """
@@ -74,3 +84,49 @@ class GenerationInterrupted(LlmMagicsError):
 
 class ConversationFileInvalid(LlmMagicsError):
     """Raised when a file given to `%llm_history --load` does not hold a conversation."""
+
+
+class RemoteError(LlmMagicsError):
+    """Base of the failures of a remote engine; nothing in the session changed when one is raised."""
+
+
+class RemoteExtraMissing(RemoteError):
+    """Raised by `%llm_load --endpoint` when the `openai` package is not installed."""
+
+
+class ServerUnreachable(RemoteError):
+    """Raised when nothing answers at the endpoint: the connection was refused, or the host name
+    does not resolve."""
+
+
+class ServerTimeout(RemoteError):
+    """Raised when the server does not answer within the connect or read timeout (traits
+    `LlmMagics.remote_connect_timeout` and `remote_read_timeout`)."""
+
+
+class AuthenticationFailed(RemoteError):
+    """Raised on 401/403: the server wants an API key, or another one; the message names the
+    environment variable to set (never the key)."""
+
+
+class ModelNotServed(RemoteError):
+    """Raised when the server does not serve the model asked for; the message lists the served ones."""
+
+
+class ContextTooLong(RemoteError, InvalidOption):
+    """Raised when the server refuses a prompt that, with the reply, exceeds the model's context."""
+
+
+class ServerRejected(RemoteError):
+    """Raised when the server refuses a request for another reason (a 4xx or 5xx answer, or an
+    error sent in the middle of a stream before any text); the message quotes the server."""
+
+
+class ServerDisconnected(RemoteError):
+    """Raised when the connection drops before any reply text arrived (the server stopped or
+    crashed). Once some text had arrived, the partial reply is kept instead."""
+
+
+class NotOpenAICompatible(RemoteError):
+    """Raised when the endpoint answers something other than OpenAI-shaped JSON (an HTML page,
+    another API)."""

@@ -137,11 +137,12 @@ class TokenProbs:
     """Probability of each token under the model given the tokens before it (one forward pass).
 
     `probs[i]` and `top[i]` are None for the first token, which nothing predicts. `top[i]` holds
-    the model's `k` likeliest tokens at that position as (id, token string, probability).
+    the model's `k` likeliest tokens at that position as (id, token string, probability); the id is
+    None where the engine names alternatives by their text only (a server's log-probabilities).
     """
 
     probs: list[float | None]
-    top: list[list[tuple[int, str, float]] | None]
+    top: list[list[tuple[int | None, str, float]] | None]
     perplexity: float | None
 
 
@@ -410,7 +411,7 @@ def token_probabilities(model: Any, tokenizer: Any, ids: Sequence[int], *, top_k
     distinct = sorted({i for row in top_ids_list for i in row})
     name_of = dict(zip(distinct, tokenizer.convert_ids_to_tokens(distinct), strict=True))
     probs: list[float | None] = [None, *chosen.exp().tolist()]
-    top: list[list[tuple[int, str, float]] | None] = [None]
+    top: list[list[tuple[int | None, str, float]] | None] = [None]
     for row_ids, row_probs in zip(top_ids_list, top_probs_list, strict=True):
         top.append([(i, str(name_of[i]), p) for i, p in zip(row_ids, row_probs, strict=True)])
     perplexity = math.exp(-chosen.mean().item()) if len(ids) > 1 else None

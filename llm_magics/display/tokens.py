@@ -135,7 +135,7 @@ def _tooltip(span: TokenSpan, probs: TokenProbs | None) -> str:
                 continue
             lines.append(f"p({token_id}) = {p:.4f}")
             for alt_id, alt_token, alt_p in probs.top[position] or []:
-                lines.append(f"  {alt_p:.4f}  {repr(alt_token)} ({alt_id})")
+                lines.append(f"  {alt_p:.4f}  {alt_token!r}" + ("" if alt_id is None else f" ({alt_id})"))
     return "\n".join(lines)
 
 

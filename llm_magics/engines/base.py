@@ -11,6 +11,7 @@ with `isinstance(engine, Chats)`, never by its kind or a `None` model.
     ├── Tokenizes     a Hugging Face tokenizer for `%tokens` (local, or named for a remote model)
     ├── ScoresTokens  each token's probability given the ones before it (`%tokens --probs`)
     ├── PredictsNext  the next token's distribution after some text (`%llm_next`)
+    ├── ExplainsLimits  one line on why a capability is missing, and what would give it
     └── HoldsModel    an in-process `(model, tokenizer)` pair, for `llm_magics.get_model()`
 
 A chat turn goes in two steps, so nothing changes when a turn fails: `session.prepare(message)`
@@ -134,6 +135,9 @@ class Reply:
     finish_reason: FinishReason
     stats: Stats
     token_ids: list[int] = field(default_factory=list)
+    #: Why the reply ended early when the user did not stop it (the server went away, sent an
+    #: error or stopped answering mid-reply); the partial text is kept, finish_reason is INTERRUPTED.
+    problem: str | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -264,7 +268,8 @@ class Completes(Protocol):
 
 @runtime_checkable
 class Tokenizes(Protocol):
-    """Engines with a Hugging Face tokenizer (`%tokens`, `llm_magics.tokenize`)."""
+    """Engines with a Hugging Face tokenizer (`%tokens`, `llm_magics.tokenize`), or an object with the
+    members `llm_magics.tokens` reads (a server's /tokenize: `engines.remote_tokens.ServerTokenizer`)."""
 
     @property
     def tokenizer(self) -> Any: ...
@@ -289,6 +294,16 @@ class PredictsNext(Protocol):
 
 
 @runtime_checkable
+class ExplainsLimits(Protocol):
+    """Engines that can say why they lack a capability, and what would give it (a remote engine
+    without /tokenize: connect again with --tokenizer)."""
+
+    def why_not(self, capability: type) -> str | None:
+        """One actionable line, or None to let the magic say it generically."""
+        ...
+
+
+@runtime_checkable
 class HoldsModel(Protocol):
     """In-process engines: the transformers model and tokenizer, for your own code."""
 
@@ -306,6 +321,7 @@ __all__ = [
     "Engine",
     "EngineInfo",
     "EngineKind",
+    "ExplainsLimits",
     "FinishReason",
     "GenerationOptions",
     "HoldsModel",

@@ -21,7 +21,7 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 
 from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
-from ..engines.base import Chats, Completes, Engine, GenerationOptions, PreparedTurn, Reply
+from ..engines.base import Chats, Completes, Engine, ExplainsLimits, GenerationOptions, PreparedTurn, Reply
 from ..engines.transformers import TransformersEngine, decoding
 from ..errors import GenerationInterrupted, InvalidOption, NotLoaded
 from ._base import SessionMagics, parse, show
@@ -387,8 +387,9 @@ class ChatMagics(SessionMagics):
         from ..display.chat import count
 
         # An error, like any interrupted cell, so that "Run all" stops here.
+        cause = f" because {reply.problem.rstrip('.')}" if reply.problem else ""
         raise GenerationInterrupted(
-            f"Stopped after {count(reply.stats.new_tokens, 'new token')}; "
+            f"Stopped after {count(reply.stats.new_tokens, 'new token')}{cause}; "
             + ("nothing was added." if reply.empty else "the partial reply is kept.")
         )
 
@@ -396,10 +397,14 @@ class ChatMagics(SessionMagics):
 def _footer(reply: Reply, engine: Engine) -> str:
     from ..display.chat import footer_text
 
-    return footer_text(reply.stats, reply.finish_reason, engine.name)
+    footer = footer_text(reply.stats, reply.finish_reason, engine.name)
+    return f"{footer} · {reply.problem}" if reply.problem else footer
 
 
 def _why_not(engine: Engine, capability: type) -> str:
+    reason = engine.why_not(capability) if isinstance(engine, ExplainsLimits) else None
+    if reason:
+        return reason
     if engine.describe().tokenizer_only:
         return "it is loaded as a tokenizer only; load the model itself to generate."
     kind = engine.describe().kind.value

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import weakref
+from argparse import Namespace
 
 from IPython.core.magic import line_magic
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Enum, Unicode
+from traitlets import Bool, Enum, Float, Unicode
 
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, StatusLine
@@ -34,6 +35,16 @@ class ModelMagics(SessionMagics):
     check_memory = Bool(
         True, help="Refuse loads whose estimate exceeds free memory (override once with --force)."
     ).tag(config=True)
+    remote_connect_timeout = Float(
+        5.0,
+        min=0.1,
+        help="Seconds to wait for a server given with %llm_load --endpoint to accept a connection.",
+    ).tag(config=True)
+    remote_read_timeout = Float(
+        60.0,
+        min=0.1,
+        help="Seconds to wait for each part of a server's answer (the gap between two streamed tokens).",
+    ).tag(config=True)
 
     @magic_arguments()
     @argument(
@@ -58,6 +69,24 @@ class ModelMagics(SessionMagics):
     @argument("--force", action="store_true", help="Load even when the estimate says it will not fit.")
     @argument("--reload", action="store_true", help="Load again even if NAME is already loaded.")
     @argument("--tokenizer-only", action="store_true", help="Load only the tokenizer (enough for %%tokens).")
+    @argument(
+        "--endpoint",
+        metavar="URL",
+        default=None,
+        help="Use MODEL on an OpenAI-compatible server (vLLM, llama.cpp, transformers serve) instead of loading it.",
+    )
+    @argument(
+        "--api-key-env",
+        metavar="VAR",
+        default=None,
+        help="Environment variable holding the server's API key (default: OPENAI_API_KEY when set).",
+    )
+    @argument(
+        "--tokenizer",
+        metavar="ID_OR_FOLDER",
+        default=None,
+        help="With --endpoint: a local tokenizer for %%tokens, for servers without /tokenize.",
+    )
     @line_magic
     def llm_load(self, line: str = "") -> None:
         """Load an open causal LM into this session and make it the active model.
@@ -69,6 +98,10 @@ class ModelMagics(SessionMagics):
             %llm_load ./my-model --dtype bfloat16 --as mine
             %llm_load meta-llama/Llama-3.2-1B --estimate   # memory table, no weights
             %llm_load gpt2 --tokenizer-only
+            %llm_load Qwen/Qwen2.5-1.5B-Instruct --endpoint http://10.0.0.5:8000/v1 --api-key-env CLASS_KEY
+
+        With --endpoint nothing is loaded here: MODEL runs on that server (MODEL may be left out when
+        it serves one model), and %%llm_chat, %%llm_complete and %tokens use it as a local one.
 
         The first load of the bundled model converts its GGUF once into a cache folder
         ($LLM_MAGICS_CACHE_DIR, else ~/.cache/llm_magics); later loads take about a second.
@@ -76,6 +109,11 @@ class ModelMagics(SessionMagics):
         from .. import loading
 
         args = parse(self.llm_load, line)
+        if args.endpoint is not None:
+            self._load_remote(args)
+            return
+        if args.api_key_env or args.tokenizer:
+            raise InvalidOption("--api-key-env and --tokenizer go with --endpoint URL.")
         source = loading.resolve_source(args.model, tokenizer_only=args.tokenizer_only)
         plan = loading.plan_load(
             source,
@@ -125,6 +163,56 @@ class ModelMagics(SessionMagics):
             self.registry.unload(plan.name)
         self.registry.add(engine)
         status.replace_with(ModelCard(engine.describe()))
+
+    def _load_remote(self, args: Namespace) -> None:
+        """%llm_load --endpoint: connect (all the logic is in `engines.remote`), register, show the card."""
+        from ..engines import remote
+
+        local_only = (
+            "quant",
+            "dtype",
+            "device_map",
+            "revision",
+            "trust_remote_code",
+            "estimate",
+            "tokenizer_only",
+        )
+        given = [f"--{flag.replace('_', '-')}" for flag in local_only if getattr(args, flag)]
+        if given:
+            raise InvalidOption(
+                f"{', '.join(given)} is about loading weights here; it has no meaning with --endpoint."
+            )
+        name = args.name
+        if name is not None and name in self.registry and not args.reload:
+            show(
+                Notice(
+                    f"{name} is already loaded; nothing changed. Add --reload to connect again.", "warning"
+                )
+            )
+            return
+        engine = remote.connect(
+            args.endpoint,
+            args.model,
+            api_key_env=args.api_key_env,
+            tokenizer=args.tokenizer,
+            name=name,
+            timeouts=remote.Timeouts(self.remote_connect_timeout, self.remote_read_timeout),
+        )
+        if engine.name in self.registry and not args.reload:
+            engine.close()
+            show(
+                Notice(
+                    f"{engine.name} is already loaded; nothing changed. Add --as NAME or --reload.", "warning"
+                )
+            )
+            return
+        for warning in engine.warnings:
+            show(Notice(warning, "warning"))
+        # Replaced only once connected: a failed --reload leaves the session as it was.
+        if engine.name in self.registry:
+            self.registry.unload(engine.name)
+        self.registry.add(engine)
+        show(ModelCard(engine.describe()))
 
     @line_magic
     def llm_list(self, line: str = "") -> None:

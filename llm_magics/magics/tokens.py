@@ -10,7 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
 from traitlets import Bool, Int
 
-from ..engines.base import Chats, Engine, ScoresTokens, Tokenizes
+from ..engines.base import Chats, Engine, ExplainsLimits, ScoresTokens, Tokenizes
 from ..errors import InvalidOption, NotLoaded
 from ..prompts import has_chat_template
 from ._base import SessionMagics, parse, show, unquote
@@ -116,6 +116,10 @@ class TokenMagics(SessionMagics):
 
     def _tokenizing(self, name: str | None) -> Any:
         engine = self.registry.get(name)
+        if isinstance(engine, ExplainsLimits) and not isinstance(engine, Tokenizes):
+            reason = engine.why_not(Tokenizes)
+            if reason:
+                raise NotLoaded(reason)
         if not isinstance(engine, Tokenizes):
             raise NotLoaded(
                 f"{engine.name!r} has no tokenizer here (the {engine.describe().kind.value} engine): "
@@ -218,6 +222,9 @@ class TokenMagics(SessionMagics):
 
 
 def _why_no_probabilities(engine: Engine) -> str:
+    reason = engine.why_not(ScoresTokens) if isinstance(engine, ExplainsLimits) else None
+    if reason:
+        return reason
     info = engine.describe()
     if info.tokenizer_only:
         return (
