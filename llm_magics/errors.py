@@ -74,3 +74,11 @@ class GenerationInterrupted(LlmMagicsError):
 
 class ConversationFileInvalid(LlmMagicsError):
     """Raised when a file given to `%llm_history --load` does not hold a conversation."""
+
+
+# --------------------------------------------------------------------------- engine capabilities
+
+
+class NotSupported(LlmMagicsError):
+    """Raised when the model's engine cannot do what a magic needs (probabilities from a
+    tokenizer-only load or a server that gives none, for `%llm_next`)."""
