@@ -93,6 +93,10 @@ class TokenizerOnly:
     def __init__(self, tokenizer: Any) -> None:
         self.name = "words-only"
         self._tokenizer = tokenizer
+        # What today's registry touches when it unloads (the refactor's calls close()).
+        self.state: dict[str, Any] = {}
+        self.model = None
+        self.footprint_bytes = 0
 
     @property
     def tokenizer(self) -> Any:
