@@ -291,7 +291,8 @@ def entropy_bits(probs: Any) -> float:
     import torch
 
     logs = torch.log2(probs.double())
-    return float(-torch.where(probs > 0, probs.double() * logs, torch.zeros_like(logs)).sum())
+    # max() also turns the -0.0 of a certain outcome into 0.0.
+    return max(0.0, float(-torch.where(probs > 0, probs.double() * logs, torch.zeros_like(logs)).sum()))
 
 
 def _ranked(logits: Any) -> Any:

@@ -24,7 +24,7 @@ _CSS = """
 overflow-wrap:anywhere;opacity:.75}
 .llm-next .cursor{opacity:.6}
 .llm-next table{border-collapse:collapse}
-.llm-next th{font-weight:600;font-size:12px;text-align:left;padding:2px 8px 2px 0;opacity:.85}
+.llm-next th{font-weight:600;font-size:12px;text-align:left;padding:2px 8px 2px 0;opacity:.85;white-space:nowrap}
 .llm-next td{padding:1px 8px 1px 0;vertical-align:middle}
 .llm-next .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .llm-next .tok{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre;
@@ -42,7 +42,7 @@ unicode-bidi:isolate;max-width:16em;overflow:hidden;text-overflow:ellipsis}
 .llm-next .foot{margin-top:6px;font-size:12px}
 .llm-next .note{margin-top:4px;font-size:12px;opacity:.85}
 .llm-next .grow{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;
-overflow-wrap:anywhere;max-width:30em}
+overflow-wrap:break-word;max-width:36em}
 .llm-next .grow .new{background:rgba(40,170,90,.30);border-radius:3px}
 .llm-next .alt{font-size:12px;white-space:nowrap}
 """.strip()
@@ -109,7 +109,7 @@ def _after(chat: bool) -> str:
 def _cut_word(cut: Cut | None) -> str:
     if cut is None:
         return ""
-    return "never chosen (greedy)" if cut is Cut.GREEDY else f"cut by {cut.value}"
+    return "greedy: never chosen" if cut is Cut.GREEDY else f"cut by {cut.value}"
 
 
 def _bar(p: float, css: str) -> str:
