@@ -25,8 +25,8 @@ overflow-wrap:anywhere;opacity:.75}
 .llm-next .cursor{opacity:.6}
 .llm-next table{border-collapse:collapse}
 .llm-next th{font-weight:600;font-size:12px;text-align:left;padding:2px 8px 2px 0;opacity:.85;white-space:nowrap}
-.llm-next td{padding:1px 8px 1px 0;vertical-align:middle}
-.llm-next .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.llm-next td{padding:1px 8px 1px 0;vertical-align:middle;text-align:left;border:none}
+.llm-next td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .llm-next .tok{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre;
 unicode-bidi:isolate;max-width:16em;overflow:hidden;text-overflow:ellipsis}
 .llm-next .tok>span.b{background:rgba(66,135,245,.18);border-radius:3px;padding:0 2px}
@@ -347,6 +347,8 @@ class NextTokenExplorer:
     def __init__(self, model: Any, *, text: str, sampling: Sampling, max_top_k: int = 100) -> None:
         import ipywidgets as widgets
 
+        # Full descriptions ("temperature" is cut to "temperat…" at the default width).
+        wide = {"description_width": "initial"}
         self.model = model
         self.textarea = widgets.Textarea(
             value=text, placeholder="Type the text the model continues", layout=widgets.Layout(width="100%")
@@ -357,6 +359,7 @@ class NextTokenExplorer:
             max=2.0,
             step=0.05,
             description="temperature",
+            style=wide,
             continuous_update=False,
             readout_format=".2f",
         )
@@ -366,6 +369,7 @@ class NextTokenExplorer:
             max=1.0,
             step=0.05,
             description="top-p",
+            style=wide,
             continuous_update=False,
             readout_format=".2f",
         )
@@ -375,6 +379,7 @@ class NextTokenExplorer:
             max=max_top_k,
             step=1,
             description="top-k",
+            style=wide,
             continuous_update=False,
         )
         self.greedy_button = widgets.Button(description="greedy", tooltip="Append the likeliest token")
