@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -125,6 +125,7 @@ class NextToken:
     kept_tempered: float
     entropy: float
     entropy_tempered: float
+    notes: tuple[str, ...] = ()
 
     @property
     def shown_probability(self) -> float:
@@ -211,6 +212,17 @@ def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False) -> tuple[list[i
     if not ids:
         raise InvalidOption("The text encodes to no tokens at all, so there is nothing to continue.")
     return ids, _decode(tokenizer, ids)
+
+
+def _chat_notes(engine: Any, chat: bool) -> tuple[str, ...]:
+    from .registry import has_chat_template
+
+    if chat and not has_chat_template(engine.tokenizer):
+        return (
+            f"{engine.name} has no chat template, so --chat continues the plain User:/Assistant: "
+            "transcript that %%llm_chat sends it instead.",
+        )
+    return ()
 
 
 def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
@@ -407,7 +419,7 @@ def next_token_distribution(
     tokenizer = engine.tokenizer
     ids, prompt = prompt_ids(tokenizer, text, chat=chat)
     _check_context(engine, len(ids), "The text")
-    return distribution_from_logits(
+    result = distribution_from_logits(
         _logits(engine, ids),
         tokenizer,
         sampling,
@@ -418,6 +430,7 @@ def next_token_distribution(
         chat=chat,
         show=show,
     )
+    return replace(result, notes=_chat_notes(engine, chat))
 
 
 def distribution_from_logits(
@@ -486,7 +499,7 @@ def next_token_steps(
     tokenizer = engine.tokenizer
     ids, prompt = prompt_ids(tokenizer, text, chat=chat)
     _check_context(engine, len(ids) + steps, f"The text and {steps} steps")
-    notes: list[str] = []
+    notes = list(_chat_notes(engine, chat))
     if sample and seed is None:
         seed = int(torch.seed() % 2**63)
         notes.append(f"No --seed given: this run used --seed {seed}; give it to get the same tokens again.")

@@ -65,6 +65,14 @@ def test_the_numbers_equal_the_core_function(shell, tiny):
     assert "after the chat template and the generation prompt" in shown_text(captured)
 
 
+def test_chat_without_a_template_says_it_continues_the_plain_transcript(shell, loaded_tiny):
+    model, tokenizer = loaded_tiny("gpt2")
+    magics(shell).registry.add(TinyEngine("tiny-gpt2", model, tokenizer))
+    _, captured = run(shell, "%llm_next --chat --show 2 Hi")
+    text = shown_text(captured)
+    assert "tiny-gpt2 has no chat template" in text and "User:·Hi" in text
+
+
 def test_cell_form_interpolates_and_keeps_spacing(shell, tiny):
     shell.user_ns["test_city"] = "Paris"
     _, captured = run(shell, "%%llm_next --show 3\n{test_city} is the capital of")
@@ -121,6 +129,7 @@ def test_model_text_and_user_text_are_escaped(shell, smollm_tokenizer):
         ("%llm_next --show 0 Hi", "InvalidOption", "--show"),
         ("%llm_next --sample Hi", "InvalidOption", "go with --steps"),
         ("%llm_next --live --steps 3 Hi", "InvalidOption", "--live"),
+        ("%llm_next --live --sample Hi", "InvalidOption", "go with --steps"),
         ("%llm_next", "InvalidOption", "Nothing to continue"),
         ("%llm_next {test_bad}", "InvalidOption", "lone surrogate"),
         ('%llm_next "unclosed', "InvalidOption", "close the quote"),
@@ -162,7 +171,7 @@ def test_live_explorer_updates_in_place_without_threads(shell, tiny, monkeypatch
     assert "Once·upon·a▌" in output.data["text/plain"]
     shown: list[object] = []
     monkeypatch.setattr(magic_module, "show", shown.append)
-    shell.run_line_magic("llm_next", "--live --show 5 Once upon a")
+    shell.run_line_magic("llm_next", "--live --seed 1 --show 5 Once upon a")
     (explorer,) = shown
     assert isinstance(explorer, NextTokenExplorer)
     before = explorer.output.value

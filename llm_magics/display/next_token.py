@@ -50,6 +50,7 @@ overflow-wrap:break-word;max-width:36em}
 # Characters of the prompt shown before the cursor: the end is what the model continues.
 _PROMPT_TAIL = 160
 _BAR_CELLS = 20
+_GROW_TAIL = 120
 
 
 def _pct(p: float) -> str:
@@ -139,7 +140,7 @@ class NextTokenView:
 
     def _summary(self) -> list[str]:
         r = self.result
-        lines = []
+        lines = list(r.notes)
         outside = f"Outside these {len(r.candidates)}: {_pct(max(0.0, 1 - r.shown_probability))} at T = 1"
         if self._tempered_column:
             outside += f", {_pct(max(0.0, 1 - r.shown_tempered))} at {_temperature_label(r.sampling)}"
@@ -293,7 +294,9 @@ class StepsView:
         previous = ""
         for step in r.steps:
             title = html.escape(_step_title(step), quote=True)
-            grow = _marked_html(previous) + (
+            # The end of the text so far: the whole of it on every row would grow as steps squared.
+            before = ("…" + previous[-_GROW_TAIL:]) if len(previous) > _GROW_TAIL else previous
+            grow = _marked_html(before) + (
                 f'<span class="new">{_marked_html(step.piece)}</span>' if step.piece else ""
             )
             previous = step.text

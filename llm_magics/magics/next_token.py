@@ -66,7 +66,7 @@ class NextTokenMagics(SessionMagics):
         type=int,
         default=None,
         metavar="S",
-        help="With --sample: the seed, to draw the same tokens again.",
+        help="With --sample (or --live): the seed, to draw the same tokens again.",
     )
     @argument("--live", action="store_true", help="An explorer with sliders and greedy/sample/undo buttons.")
     @argument(
@@ -122,7 +122,7 @@ class NextTokenMagics(SessionMagics):
         count = self.next_show if args.show is None else args.show
         if not 1 <= count <= MAX_SHOW:
             raise InvalidOption(f"--show must be between 1 and {MAX_SHOW}; got {count}.")
-        if args.steps is None and (args.sample or args.seed is not None):
+        if args.steps is None and (args.sample or (args.seed is not None and not args.live)):
             raise InvalidOption("--sample and --seed go with --steps N (how many tokens to choose).")
         engine = require_engine(self.registry.get(unquote(args.model)))
 
