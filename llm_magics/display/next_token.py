@@ -23,10 +23,10 @@ _CSS = """
 .llm-next .prompt{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;
 overflow-wrap:anywhere;opacity:.75}
 .llm-next .cursor{opacity:.6}
-.llm-next table{border-collapse:collapse}
-.llm-next th{font-weight:600;font-size:12px;text-align:left;padding:2px 8px 2px 0;opacity:.85;white-space:nowrap}
-.llm-next td{padding:1px 8px 1px 0;vertical-align:middle;text-align:left;border:none}
-.llm-next td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.llm-next table.nt{border-collapse:collapse;margin:0;border:none}
+.llm-next table.nt th{font-weight:600;font-size:12px;text-align:left;padding:2px 8px 2px 0;opacity:.85;white-space:nowrap}
+.llm-next table.nt td{padding:1px 8px 1px 0;vertical-align:middle;text-align:left;border:none}
+.llm-next table.nt td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .llm-next .tok{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre;
 unicode-bidi:isolate;max-width:16em;overflow:hidden;text-overflow:ellipsis}
 .llm-next .tok>span.b{background:rgba(66,135,245,.18);border-radius:3px;padding:0 2px}
@@ -145,10 +145,10 @@ class NextTokenView:
         if self._tempered_column:
             outside += f", {_pct(max(0.0, 1 - r.shown_tempered))} at {_temperature_label(r.sampling)}"
         lines.append(outside + ".")
-        entropy = f"Entropy {r.entropy:.2f} bits at T = 1"
+        entropy = f"Entropy {r.entropy:.2f} bits at T = 1: as undecided as a fair pick among {2**r.entropy:,.1f} tokens"
         if self._tempered_column:
-            entropy += f", {r.entropy_tempered:.2f} bits at {_temperature_label(r.sampling)}"
-        lines.append(entropy + f" (a uniform choice among {2**r.entropy:,.1f} tokens at T = 1).")
+            entropy += f"; {r.entropy_tempered:.2f} bits at {_temperature_label(r.sampling)}"
+        lines.append(entropy + ".")
         if r.sampling.greedy:
             lines.append("Temperature 0 is greedy: the likeliest token is always chosen.")
         else:
@@ -165,7 +165,7 @@ class NextTokenView:
         parts.append(f'<div class="sub">{r.prompt_tokens:,} prompt tokens; the model continues from ▌</div>')
         parts.append(_prompt_html(r.prompt))
         tcol = f"p at {html.escape(_temperature_label(r.sampling))}" if self._tempered_column else ""
-        parts.append("<table><tr><th>#</th><th>token</th><th>p at T = 1</th><th></th>")
+        parts.append('<table class="nt"><tr><th>#</th><th>token</th><th>p at T = 1</th><th></th>')
         if tcol:
             parts.append(f"<th>{tcol}</th><th></th>")
         parts.append("<th>sampled</th><th></th></tr>")
@@ -287,7 +287,7 @@ class StepsView:
         head = f"{html.escape(r.name)} · {len(r.steps)} steps {_after(r.chat)} · {html.escape(self._how())}"
         parts = [f'<div class="llm-next"><style>{_CSS}</style><div class="head">{head}</div>']
         parts.append(_prompt_html(r.prompt))
-        parts.append("<table><tr><th>step</th><th>token</th><th>p at T = 1</th><th>rank</th>")
+        parts.append('<table class="nt"><tr><th>step</th><th>token</th><th>p at T = 1</th><th>rank</th>')
         if sampled:
             parts.append("<th>p sampled</th>")
         parts.append("<th>runners-up (T = 1)</th><th>text so far</th></tr>")
