@@ -22,6 +22,7 @@ from typing import Any
 
 from .engines.base import MAX_TEMPERATURE, PredictsNext, Tokenizes
 from .errors import InvalidOption, NotSupported
+from .tokens import _special_ids
 
 #: Steps past this are a table nobody reads (and a minute of forward passes on a CPU).
 MAX_STEPS = 100
@@ -340,7 +341,7 @@ def token_bytes(token: str) -> bytes | None:
 
 def _labels(tokenizer: Any, ids: Sequence[int]) -> list[tuple[str, str, bool, bytes | None]]:
     """(vocabulary string, text, special, partial bytes) for each id."""
-    special = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
+    special = _special_ids(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(ids))
     out = []
     for token_id, token in zip(ids, tokens, strict=True):

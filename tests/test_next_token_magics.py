@@ -194,6 +194,14 @@ def test_live_explorer_updates_in_place_without_threads(shell, tiny, monkeypatch
     assert threading.active_count() == threads
 
 
+def test_live_without_text_says_what_to_do(shell, tiny):
+    result, captured = run(shell, "%llm_next --live")
+    assert result.success
+    (output,) = captured.outputs
+    assert "application/vnd.jupyter.widget-view+json" in output.data
+    assert tiny.forward_passes == 0
+
+
 def test_two_hundred_calls_leave_memory_where_it_was(shell, tiny):
     process = psutil.Process()
 
