@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from .engines.base import MAX_TEMPERATURE, PredictsNext, Tokenizes
+from .engines.base import MAX_TEMPERATURE, Engine, PredictsNext, Tokenizes
 from .errors import InvalidOption, NotSupported
 from .tokens import _special_ids
 
@@ -185,7 +185,7 @@ def require_engine(engine: Any) -> Any:
     if isinstance(engine, PredictsNext) and isinstance(engine, Tokenizes):
         return engine
     name = getattr(engine, "name", "this model")
-    if isinstance(engine, Tokenizes) and getattr(engine, "tokenizer_only", False):
+    if isinstance(engine, Engine) and engine.describe().tokenizer_only:
         why = "it is loaded as a tokenizer only; load it again without --tokenizer-only (add --reload)"
     else:
         why = "its engine does not give next-token probabilities; pick an in-process model with --model"

@@ -112,6 +112,13 @@ class TokenizerOnly:
         return 0
 
 
+class TokenizerOnlyLoad(TokenizerOnly):
+    """`%llm_load --tokenizer-only` as an engine describes it."""
+
+    def describe(self) -> EngineInfo:
+        return EngineInfo(name=self.name, source="tests", kind=EngineKind.TRANSFORMERS, tokenizer_only=True)
+
+
 @pytest.fixture
 def engine(loaded_tiny):
     def make(family: str = "llama") -> TinyEngine:
@@ -482,5 +489,8 @@ def test_bad_steps_are_refused_before_the_model_runs(engine, text, options, frag
 
 
 def test_an_engine_without_probabilities_gets_one_line_saying_why(gpt2_tokenizer):
-    with pytest.raises(NotSupported, match="words-only cannot give them"):
-        next_token_distribution(TokenizerOnly(gpt2_tokenizer), "Hello")
+    engine = TokenizerOnly(gpt2_tokenizer)
+    with pytest.raises(NotSupported, match="words-only cannot give them: its engine does not"):
+        next_token_distribution(engine, "Hello")
+    with pytest.raises(NotSupported, match="loaded as a tokenizer only"):
+        next_token_distribution(TokenizerOnlyLoad(gpt2_tokenizer), "Hello")
