@@ -117,11 +117,13 @@ def tokenization_lesson() -> nbformat.NotebookNode:
             badge(
                 "tokenization_lesson.ipynb",
                 "How a language model reads: tokens",
-                "A lesson in five steps. A language model does not read letters or words: its tokenizer "
+                "A lesson in six steps. A language model does not read letters or words: its tokenizer "
                 "first cuts the text into **tokens**, pieces from a fixed vocabulary, and the model sees "
                 "only their numbers (ids). We look at what that means for spaces, emoji and other "
-                "languages, compare two tokenizers, see how a chat is turned into one long text, and "
-                "colour text by how surprising the model finds each token.",
+                "languages, compare two tokenizers, see how a chat is turned into one long text, "
+                "colour text by how surprising the model finds each token, and finally look at what "
+                "the model really outputs: a probability for every possible next token, and what "
+                "temperature and top-p do to them.",
             ),
             install(),
             code("%load_ext llm_magics\n%llm_load"),
@@ -205,11 +207,51 @@ def tokenization_lesson() -> nbformat.NotebookNode:
             md(
                 "**Question:** which token surprised the model most? Write a sentence that ends in a "
                 "surprise and check your guess.\n\n"
+                "## 6. What comes next: probabilities, temperature, top-p\n\n"
+                "The model's real output is not a word: it is a probability for every one of its 49,152 "
+                "tokens, for the token that comes next. `%llm_next` shows the likeliest ones as bars, "
+                "the share of probability left for all the others, and the entropy (how undecided the "
+                "model is, in bits)."
+            ),
+            code("%llm_next --model smollm2-135m The capital of France is"),
+            md(
+                "**Temperature** divides the model's scores before they become probabilities. Below 1 "
+                "the likely tokens get likelier (at 0 the likeliest always wins: *greedy*); above 1 "
+                "the bars flatten and unlikely tokens get a chance. The first column stays the model's "
+                "own distribution (temperature 1); the second is after the temperature."
+            ),
+            code("%llm_next --model smollm2-135m --temperature 0.5 Once upon a time, there was a"),
+            code("%llm_next --model smollm2-135m --temperature 1.5 Once upon a time, there was a"),
+            md(
+                "**Top-k** keeps the k likeliest tokens, and **top-p** keeps the likeliest until their "
+                "probabilities add up to p: the greyed-out tokens can never be chosen, and the last "
+                "column shows what sampling gives the ones left. Top-p adapts: when the model is "
+                "sure, it keeps one or two tokens; when it is undecided, many."
+            ),
+            code("%llm_next --model smollm2-135m --top-k 3 Once upon a time, there was a"),
+            code("%llm_next --model smollm2-135m --top-p 0.8 The capital of France is"),
+            md(
+                "A reply is built one token at a time, each chosen from such a distribution and "
+                "appended to the text. `--steps` shows the steps: first *greedy* (always the "
+                "likeliest), then *sampled* with a temperature. A seed makes a sample repeatable."
+            ),
+            code("%llm_next --model smollm2-135m --steps 8 Once upon a time, there was a"),
+            code(
+                "%llm_next --model smollm2-135m --steps 8 --sample --temperature 1.2 --seed 0 "
+                "Once upon a time, there was a"
+            ),
+            md(
+                "**Question:** in the sampled table, find a step where the chosen token was not the "
+                "likeliest (rank above 1). How did that change the rest of the story? Run the cell "
+                "again with `--seed 1`.\n\n"
                 "## Try it yourself\n\n"
-                "`%tokens --live` opens an explorer that re-tokenises as you type (it needs a live "
-                "notebook; in a saved copy only this note remains)."
+                "`%tokens --live` opens an explorer that re-tokenises as you type, and "
+                "`%llm_next --live` one with sliders for temperature, top-p and top-k and buttons "
+                "that append a token (they need a live notebook; in a saved copy only a snapshot "
+                "remains)."
             ),
             code("%tokens --live --model smollm2-135m Type here"),
+            code("%llm_next --live --model smollm2-135m Once upon a time, there was a"),
             code("%llm_unload --all"),
         ]
     )

@@ -83,6 +83,13 @@ def get_entry(name: str | None = None) -> Engine:
     return _current_engine(name)
 
 
+def next_token_distribution(text: str, name: str | None = None, **options: Any) -> Any:
+    """The numbers %llm_next draws (temperature, top_k, top_p, show, chat): see `llm_magics.next_token`."""
+    from .next_token import next_token_distribution as distribution
+
+    return distribution(_current_engine(name), text, **options)
+
+
 def tokenize(text: str, name: str | None = None) -> list[Any]:
     """Token spans (id, token string, start, end, is_special) of `text` under a loaded tokenizer."""
     from .engines.base import Tokenizes
@@ -100,6 +107,7 @@ __all__ = [
     "get_entry",
     "get_model",
     "load_ipython_extension",
+    "next_token_distribution",
     "tokenize",
     "unload_ipython_extension",
 ]

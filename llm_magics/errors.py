@@ -11,6 +11,7 @@
     ├── GenerationFailed         generation ran out of memory (a model bug keeps its traceback)
     ├── GenerationInterrupted    the stop button ended a reply early (the partial reply is kept)
     ├── ConversationFileInvalid  `%llm_history --load` of a file that is not a conversation
+    ├── NotSupported             the engine cannot do what a magic needs (%llm_next without probabilities)
     └── RemoteError              an OpenAI-compatible server (`%llm_load --endpoint`) failed us
         ├── RemoteExtraMissing   the `openai` package (extra `[remote]`) is not installed
         ├── ServerUnreachable    connection refused, a host name that does not resolve
@@ -130,3 +131,11 @@ class ServerDisconnected(RemoteError):
 class NotOpenAICompatible(RemoteError):
     """Raised when the endpoint answers something other than OpenAI-shaped JSON (an HTML page,
     another API)."""
+
+
+# --------------------------------------------------------------------------- engine capabilities
+
+
+class NotSupported(LlmMagicsError):
+    """Raised when the model's engine cannot do what a magic needs (probabilities from a
+    tokenizer-only load or a server that gives none, for `%llm_next`)."""

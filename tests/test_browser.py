@@ -138,3 +138,88 @@ def test_quickstart_runs_in_jupyterlab_and_shows_reply_and_tokens(tmp_path: Path
     print("the model's reply to the hostile prompt:", repr(hostile_reply))
     print(f"the first reply was seen in {len(partial)} partial states before it finished")
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+NEXT_SCREENSHOT = ROOT / "build" / "llm-next-jupyterlab.png"
+NEXT_CELLS = [
+    new_code_cell("%load_ext llm_magics\n%llm_load"),
+    new_code_cell("%llm_next --temperature 0.7 --top-k 5 --top-p 0.9 The capital of France is"),
+    new_code_cell(f"%llm_next --show 5 {HOSTILE}"),
+    new_code_cell("%llm_next --steps 4 Once upon a time"),
+    new_code_cell("%llm_next --live --show 8 Once upon a time, there was a"),
+    new_code_cell("print('all cells ran')"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_llm_next_bars_and_live_sliders_in_jupyterlab(tmp_path: Path) -> None:
+    """%llm_next's bars render (and hostile text stays text); in the --live explorer, typing a new
+    temperature into the slider's readout redraws the bars in place."""
+    find_chromium()
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    # The quickstart's metadata names the kernel, so JupyterLab starts it without asking.
+    metadata = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4).metadata
+    nb = nbformat.v4.new_notebook(cells=NEXT_CELLS, metadata=metadata)
+    nbformat.write(nb, root / "next.ipynb")
+    dialogs: list[str] = []
+
+    with jupyterlab(root, tmp_path) as lab, chromium(tmp_path / "profile") as context:
+        page = context.new_page()
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(lab.page_url("next.ipynb"))
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+        page.get_by_text(re.compile(r"\| Idle$")).wait_for(timeout=120_000)
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        done = page.locator(".jp-OutputArea-output").filter(has_text="all cells ran")
+        error = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+        done.or_(error).first.wait_for(timeout=RUN_TIMEOUT_MS)
+        assert error.count() == 0, error.first.inner_text()
+
+        # The static views: bars with a width, cut rows greyed, the hostile prompt shown as text.
+        views = page.locator(".jp-OutputArea-output .llm-next")
+        assert views.count() >= 4
+        first = views.first
+        assert first.locator("tr.cut").count() >= 1
+        bar = first.locator(".bar.raw > div").first
+        assert bar.evaluate("div => div.getBoundingClientRect().width") > 10
+        grey = first.locator("tr.cut td").first.evaluate("td => getComputedStyle(td).opacity")
+        assert float(grey) < 1
+        assert page.locator(".jp-OutputArea-output img[src='x']").count() == 0
+        assert views.nth(1).get_by_text("onerror=alert(1)", exact=False).count() >= 1
+        assert views.nth(2).locator("td.grow").count() == 4
+
+        # The explorer: a new temperature typed into the slider's readout redraws the bars.
+        explorer = page.locator(".jp-OutputArea-output .widget-vbox").last
+        live = explorer.locator(".llm-next")
+        live.wait_for(timeout=60_000)
+        before = live.inner_text()
+        assert "p at T = 0.3" not in before  # temperature 1: no second column yet
+        slider = explorer.locator(".widget-slider", has_text="temperature")
+        readout = slider.locator(".widget-readout")
+        readout.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.type("0.3")
+        page.keyboard.press("Enter")
+        live.filter(has_text="p at T = 0.3").wait_for(timeout=30_000)
+        after = live.inner_text()
+        assert after != before
+        explorer.get_by_role("button", name="greedy").click()
+        explorer.get_by_text("appended:", exact=False).wait_for(timeout=30_000)
+        assert dialogs == []
+
+        page.keyboard.press("Control+b")
+        page.wait_for_timeout(300)
+        explorer.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        NEXT_SCREENSHOT.parent.mkdir(exist_ok=True)
+        first.evaluate("view => view.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(NEXT_SCREENSHOT), full_page=False)
+        explorer.evaluate("view => view.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(NEXT_SCREENSHOT.with_name("llm-next-live-jupyterlab.png")), full_page=False)
+    assert NEXT_SCREENSHOT.stat().st_size > 10_000

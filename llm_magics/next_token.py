@@ -1,0 +1,667 @@
+"""The next token's distribution, and what temperature, top-k and top-p do to it (`%llm_next`).
+
+No IPython here, and no model: everything goes through an engine that `PredictsNext` (the logits
+of the token after some ids, from one forward pass) and `Tokenizes`. The probabilities are
+`softmax(logits / T)`; the cuts are computed with the same tensor operations, in the same order,
+as transformers' own `TemperatureLogitsWarper` → `TopKLogitsWarper` → `TopPLogitsWarper` in
+`generate(do_sample=True)`, so a token shown as cut is one that `generate` could never pick, ties
+included. Greedy steps take the argmax, as `generate(do_sample=False)` does.
+
+Nothing is kept between calls: each result holds a few dozen numbers and strings, never a tensor.
+torch is imported only inside the functions that compute.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+from .engines.base import MAX_TEMPERATURE, Engine, PredictsNext, Tokenizes
+from .errors import InvalidOption, NotSupported
+from .tokens import _special_ids
+
+#: Steps past this are a table nobody reads (and a minute of forward passes on a CPU).
+MAX_STEPS = 100
+#: Bars past this are noise for a lesson, and a heavy view.
+MAX_SHOW = 100
+#: Runners-up listed beside each step's chosen token.
+RUNNERS_UP = 3
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class Cut(str, Enum):
+    """Why sampling can never pick a token; the value is what the views say."""
+
+    TOP_K = "top-k"
+    TOP_P = "top-p"
+    GREEDY = "greedy"  # temperature 0: only the likeliest token is ever chosen
+
+
+class StepsEnd(str, Enum):
+    """Why a run of steps stopped."""
+
+    STEPS = "steps done"
+    END_OF_TEXT = "end of text"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Temperature, top-k and top-p as `generate` takes them: `top_k=0` and `top_p=1` cut nothing,
+    `temperature=0` is greedy."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def validate(self) -> None:
+        """Raise `InvalidOption` for values that parse but make no sense."""
+        t, p, k = self.temperature, self.top_p, self.top_k
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= MAX_TEMPERATURE):
+            raise InvalidOption(
+                f"--temperature must be between 0 and {MAX_TEMPERATURE:g} (0 means greedy); got {t}."
+            )
+        if not (isinstance(p, (int, float)) and math.isfinite(p) and 0 < p <= 1):
+            raise InvalidOption(f"--top-p must be greater than 0 and at most 1 (1 cuts nothing); got {p}.")
+        if not (isinstance(k, int) and k >= 0):
+            raise InvalidOption(f"--top-k must be 0 (no limit) or more; got {k}.")
+
+    def describe(self) -> str:
+        parts = ["greedy (temperature 0)" if self.greedy else f"temperature {self.temperature:g}"]
+        if not self.greedy:
+            parts.append(f"top-k {self.top_k}" if self.top_k else "no top-k")
+            parts.append(f"top-p {self.top_p:g}" if self.top_p < 1 else "no top-p")
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One possible next token. `probability` is at temperature 1; `tempered` after the temperature;
+    `sampled` what sampling gives it after the cuts (renormalised; 0 when cut).
+
+    `text` is what the token adds to the text; for a token holding only some bytes of a character
+    (byte-level tokenizers split emoji) it is "" and `partial_bytes` holds those bytes.
+    """
+
+    id: int
+    token: str
+    text: str
+    rank: int
+    logit: float
+    probability: float
+    tempered: float
+    sampled: float
+    cut: Cut | None = None
+    special: bool = False
+    partial_bytes: bytes | None = None
+
+
+@dataclass(frozen=True)
+class NextToken:
+    """The next-token distribution after `prompt`, the view `%llm_next` draws.
+
+    `candidates` are the likeliest tokens, in rank order (ties by id). Entropies are in bits.
+    `kept` counts the tokens sampling can pick; `kept_tempered` is the share of the tempered
+    probability they had before the cuts renormalised it.
+    """
+
+    name: str
+    text: str
+    prompt: str
+    prompt_tokens: int
+    chat: bool
+    sampling: Sampling
+    candidates: tuple[Candidate, ...]
+    vocab_size: int
+    kept: int
+    kept_tempered: float
+    entropy: float
+    entropy_tempered: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def shown_probability(self) -> float:
+        return math.fsum(c.probability for c in self.candidates)
+
+    @property
+    def shown_tempered(self) -> float:
+        return math.fsum(c.tempered for c in self.candidates)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One generated token: its probability and rank at temperature 1, its probability under the
+    sampling that chose it, the runners-up, and the generated text so far.
+
+    `piece` is the text the step completes: "" while a character's bytes are still arriving, then
+    the whole character on the step that finishes it (`piece_ids` holds all its tokens' ids).
+    """
+
+    index: int
+    id: int
+    token: str
+    piece: str
+    piece_ids: tuple[int, ...]
+    probability: float
+    sampled: float
+    rank: int
+    runners_up: tuple[Candidate, ...]
+    text: str
+    special: bool = False
+
+
+@dataclass(frozen=True)
+class Steps:
+    """`%llm_next --steps N`: the tokens chosen one at a time after `prompt`."""
+
+    name: str
+    text: str
+    prompt: str
+    prompt_tokens: int
+    chat: bool
+    sampling: Sampling
+    sample: bool
+    seed: int | None
+    steps: tuple[Step, ...]
+    end: StepsEnd
+    requested: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --------------------------------------------------------------------------- engine and prompt
+
+
+def require_engine(engine: Any) -> Any:
+    """`engine` when it can give next-token probabilities, else `NotSupported` in one line."""
+    if isinstance(engine, PredictsNext) and isinstance(engine, Tokenizes):
+        return engine
+    name = getattr(engine, "name", "this model")
+    if isinstance(engine, Engine) and engine.describe().tokenizer_only:
+        why = "it is loaded as a tokenizer only; load it again without --tokenizer-only (add --reload)"
+    else:
+        why = "its engine does not give next-token probabilities; pick an in-process model with --model"
+    raise NotSupported(f"%llm_next needs the model's probabilities, and {name} cannot give them: {why}.")
+
+
+def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False) -> tuple[list[int], str]:
+    """The ids the model continues, and their text: `text` as `tokenizer(text)` encodes it, or with
+    `chat` the user message through the chat template with the generation prompt (as `%%llm_chat`
+    sends it)."""
+    if not text:
+        raise InvalidOption("Nothing to continue: give TEXT after %llm_next, or put it in a %%llm_next cell.")
+    surrogate = _SURROGATE.search(text)
+    if surrogate is not None:
+        raise InvalidOption(
+            f"The text holds a lone surrogate (U+{ord(surrogate.group()):04X} at {surrogate.start()}), "
+            "which is not valid Unicode; no tokenizer can encode it."
+        )
+    if chat:
+        from .prompts import encode_messages
+
+        ids = encode_messages(tokenizer, [{"role": "user", "content": text}])
+    else:
+        ids = list(tokenizer(text)["input_ids"])
+    if not ids:
+        raise InvalidOption("The text encodes to no tokens at all, so there is nothing to continue.")
+    return ids, _decode(tokenizer, ids)
+
+
+def _chat_notes(engine: Any, chat: bool) -> tuple[str, ...]:
+    from .registry import has_chat_template
+
+    if chat and not has_chat_template(engine.tokenizer):
+        return (
+            f"{engine.name} has no chat template, so --chat continues the plain User:/Assistant: "
+            "transcript that %%llm_chat sends it instead.",
+        )
+    return ()
+
+
+def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    return str(tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False))
+
+
+def _check_context(engine: Any, n_tokens: int, what: str) -> None:
+    limit = engine.context_window()
+    if limit is not None and n_tokens > limit:
+        raise InvalidOption(
+            f"{what} needs {n_tokens:,} tokens, more than {engine.name}'s context of {limit:,}."
+        )
+
+
+def _logits(engine: Any, ids: Sequence[int]) -> Any:
+    import torch
+
+    logits = engine.next_token_logits(list(ids))
+    logits = torch.as_tensor(logits).detach().to("cpu", torch.float32)
+    if logits.dim() != 1:
+        raise TypeError(f"next_token_logits must return a 1-D tensor, not shape {tuple(logits.shape)}")
+    return logits
+
+
+# --------------------------------------------------------------------------- the arithmetic
+
+
+@dataclass(frozen=True)
+class Warped:
+    """Tensors over the vocabulary: tempered probabilities, sampling probabilities, and which
+    tokens top-k and top-p remove (top-p's mask also holds what top-k removed before it)."""
+
+    tempered: Any
+    sampled: Any
+    cut_k: Any
+    cut_p: Any
+    greedy: bool = False
+
+
+def warp(logits: Any, sampling: Sampling) -> Warped:
+    """What `generate(do_sample=True)` does to one position's logits, step by step.
+
+    Temperature 0 is greedy: all the probability on the argmax (the first one at a tie, as
+    `torch.argmax` and so `generate(do_sample=False)` choose), everything else cut.
+    """
+    import torch
+
+    scores = logits.float().unsqueeze(0)
+    none = torch.zeros_like(scores, dtype=torch.bool)
+    if sampling.greedy:
+        onehot = torch.zeros_like(scores)
+        onehot[0, int(torch.argmax(scores[0]))] = 1.0
+        return Warped(onehot[0], onehot[0], none[0], (onehot == 0)[0], greedy=True)
+    # TemperatureLogitsWarper: generate skips it at 1.0, where the division changes nothing anyway.
+    if sampling.temperature != 1.0:
+        scores = scores / sampling.temperature
+    tempered = scores.softmax(dim=-1)
+    cut_k = none
+    # TopKLogitsWarper, with generate's min_tokens_to_keep=1; ties with the k-th score are kept.
+    if sampling.top_k != 0:
+        k = min(max(sampling.top_k, 1), scores.size(-1))
+        cut_k = scores < torch.topk(scores, k)[0][..., -1, None]
+        scores = scores.masked_fill(cut_k, -float("inf"))
+    cut_p = none
+    # TopPLogitsWarper: drop the least likely tokens while what they add up to stays <= 1 - top_p.
+    if sampling.top_p < 1.0:
+        sorted_scores, sorted_indices = torch.sort(scores, descending=False)
+        cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - sampling.top_p)
+        remove[..., -1:] = 0
+        cut_p = remove.scatter(1, sorted_indices, remove)
+        scores = scores.masked_fill(cut_p, -float("inf"))
+    return Warped(tempered[0], scores.softmax(dim=-1)[0], cut_k[0], cut_p[0])
+
+
+def entropy_bits(probs: Any) -> float:
+    """Shannon entropy of a probability vector, in bits (0 · log 0 counted as 0)."""
+    import torch
+
+    logs = torch.log2(probs.double())
+    # max() also turns the -0.0 of a certain outcome into 0.0.
+    return max(0.0, float(-torch.where(probs > 0, probs.double() * logs, torch.zeros_like(logs)).sum()))
+
+
+def _ranked(logits: Any) -> Any:
+    import torch
+
+    # Stable: tokens with equal logits keep id order, so ranks are reproducible.
+    return torch.sort(logits, descending=True, stable=True)[1]
+
+
+# --------------------------------------------------------------------------- token labels
+
+
+def _byte_decoder() -> dict[str, int]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def token_bytes(token: str) -> bytes | None:
+    """The raw bytes a vocabulary string stands for, where it spells bytes: SentencePiece's byte
+    fallback (`<0xF0>`) or byte-level BPE's printable stand-ins (GPT-2's `Ġ`, `ðŁ`)."""
+    match = _BYTE_TOKEN.fullmatch(token)
+    if match:
+        return bytes([int(match.group(1), 16)])
+    try:
+        decoder = _byte_decoder()
+    except ImportError:
+        return None
+    if token and all(char in decoder for char in token):
+        return bytes(decoder[char] for char in token)
+    return None
+
+
+def _labels(tokenizer: Any, ids: Sequence[int]) -> list[tuple[str, str, bool, bytes | None]]:
+    """(vocabulary string, text, special, partial bytes) for each id."""
+    special = _special_ids(tokenizer)
+    tokens = tokenizer.convert_ids_to_tokens(list(ids))
+    out = []
+    for token_id, token in zip(ids, tokens, strict=True):
+        token = str(token)
+        text = _decode(tokenizer, [token_id])
+        partial = None
+        if "\ufffd" in text and "\ufffd" not in token:
+            # Some bytes of a character: the decoded "�" would hide which ones.
+            partial = token_bytes(token)
+            text = "" if partial is not None else text
+        out.append((token, text, token_id in special, partial))
+    return out
+
+
+def _candidates(
+    tokenizer: Any, logits: Any, warped: Warped, probs: Any, ids: Sequence[int]
+) -> list[Candidate]:
+    out = []
+    for token_id, (token, text, special, partial) in zip(ids, _labels(tokenizer, ids), strict=True):
+        cut: Cut | None = None
+        if bool(warped.cut_k[token_id]):
+            cut = Cut.TOP_K
+        elif bool(warped.cut_p[token_id]):
+            cut = Cut.GREEDY if warped.greedy else Cut.TOP_P
+        out.append(
+            Candidate(
+                id=int(token_id),
+                token=token,
+                text=text,
+                rank=_rank(logits, token_id),
+                logit=float(logits[token_id]),
+                probability=float(probs[token_id]),
+                tempered=float(warped.tempered[token_id]),
+                sampled=float(warped.sampled[token_id]),
+                cut=cut,
+                special=special,
+                partial_bytes=partial,
+            )
+        )
+    return out
+
+
+def _rank(logits: Any, token_id: int) -> int:
+    """1 + how many tokens come before `token_id` in the stable descending order."""
+    value = logits[token_id]
+    return 1 + int((logits > value).sum()) + int((logits[:token_id] == value).sum())
+
+
+# --------------------------------------------------------------------------- the two results
+
+
+def next_token_distribution(
+    engine: Any,
+    text: str,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    show: int = 10,
+    chat: bool = False,
+) -> NextToken:
+    """The next-token distribution after `text` (one forward pass), with the `show` likeliest
+    tokens: their probabilities at temperature 1 and at `temperature`, and which ones top-k and
+    top-p would cut.
+
+    Example::
+
+        dist = next_token_distribution(engine, "The capital of France is", temperature=0.7, top_p=0.9)
+        [(c.text, round(c.tempered, 3), c.cut) for c in dist.candidates]
+    """
+    sampling = Sampling(temperature, top_k, top_p)
+    sampling.validate()
+    if not (isinstance(show, int) and 1 <= show <= MAX_SHOW):
+        raise InvalidOption(f"--show must be between 1 and {MAX_SHOW}; got {show}.")
+    engine = require_engine(engine)
+    tokenizer = engine.tokenizer
+    ids, prompt = prompt_ids(tokenizer, text, chat=chat)
+    _check_context(engine, len(ids), "The text")
+    result = distribution_from_logits(
+        _logits(engine, ids),
+        tokenizer,
+        sampling,
+        name=engine.name,
+        text=text,
+        prompt=prompt,
+        prompt_tokens=len(ids),
+        chat=chat,
+        show=show,
+    )
+    return replace(result, notes=_chat_notes(engine, chat))
+
+
+def distribution_from_logits(
+    logits: Any,
+    tokenizer: Any,
+    sampling: Sampling,
+    *,
+    name: str = "",
+    text: str = "",
+    prompt: str = "",
+    prompt_tokens: int = 0,
+    chat: bool = False,
+    show: int = 10,
+) -> NextToken:
+    """`NextToken` for logits already computed (the explorer's sliders reuse one forward pass)."""
+    probs = logits.float().softmax(dim=-1)
+    warped = warp(logits, sampling)
+    order = _ranked(logits)
+    shown = [int(i) for i in order[: min(show, logits.numel())]]
+    kept = ~(warped.cut_k | warped.cut_p)
+    return NextToken(
+        name=name,
+        text=text,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        chat=chat,
+        sampling=sampling,
+        candidates=tuple(_candidates(tokenizer, logits, warped, probs, shown)),
+        vocab_size=int(logits.numel()),
+        kept=int(kept.sum()),
+        kept_tempered=float(warped.tempered[kept].double().sum()),
+        entropy=entropy_bits(probs),
+        entropy_tempered=entropy_bits(warped.tempered),
+    )
+
+
+def next_token_steps(
+    engine: Any,
+    text: str,
+    *,
+    steps: int,
+    sample: bool = False,
+    seed: int | None = None,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    chat: bool = False,
+    runners_up: int = RUNNERS_UP,
+) -> Steps:
+    """`steps` tokens chosen one at a time after `text`: greedy (the argmax, as
+    `generate(do_sample=False)`), or with `sample` drawn from the tempered, cut distribution with
+    a generator seeded by `seed` (the same seed gives the same tokens). Stops early at the
+    tokenizer's end-of-sequence token.
+    """
+    import torch
+
+    if not (isinstance(steps, int) and 1 <= steps <= MAX_STEPS):
+        raise InvalidOption(f"--steps must be between 1 and {MAX_STEPS}; got {steps}.")
+    sampling = Sampling(temperature, top_k, top_p) if sample else Sampling(0.0)
+    sampling.validate()
+    if seed is not None and not (0 <= seed < 2**63):
+        raise InvalidOption(f"--seed must be between 0 and 2**63 - 1; got {seed}.")
+    if seed is not None and not sample:
+        raise InvalidOption("--seed only matters with --sample (greedy steps need no seed).")
+    engine = require_engine(engine)
+    tokenizer = engine.tokenizer
+    ids, prompt = prompt_ids(tokenizer, text, chat=chat)
+    _check_context(engine, len(ids) + steps, f"The text and {steps} steps")
+    notes = list(_chat_notes(engine, chat))
+    if sample and seed is None:
+        seed = int(torch.seed() % 2**63)
+        notes.append(f"No --seed given: this run used --seed {seed}; give it to get the same tokens again.")
+    generator = torch.Generator().manual_seed(seed) if sample and seed is not None else None
+    eos = getattr(tokenizer, "eos_token_id", None)
+
+    base = _decode(tokenizer, ids)
+    generated: list[int] = []
+    done: list[Step] = []
+    shown_text = ""
+    pending: list[int] = []
+    end = StepsEnd.STEPS
+    for index in range(steps):
+        logits = _logits(engine, ids + generated)
+        warped = warp(logits, sampling)
+        if generator is not None and not sampling.greedy:
+            chosen = int(torch.multinomial(warped.sampled.unsqueeze(0), 1, generator=generator)[0, 0])
+        else:
+            chosen = int(torch.argmax(logits))
+        generated.append(chosen)
+        probs = logits.softmax(dim=-1)
+        order = _ranked(logits)
+        others = [int(i) for i in order[: runners_up + 1] if int(i) != chosen][:runners_up]
+        runner_candidates = _candidates(tokenizer, logits, warped, probs, others)
+        (token, _, special, _) = _labels(tokenizer, [chosen])[0]
+        pending.append(chosen)
+        grown = _decode(tokenizer, ids + generated)
+        grown = grown[len(base) :] if grown.startswith(base) else _decode(tokenizer, generated)
+        piece_ids: tuple[int, ...] = ()
+        if grown.endswith("\ufffd") and "\ufffd" not in token:
+            piece = ""
+        else:
+            piece, piece_ids = grown[len(shown_text) :], tuple(pending)
+            shown_text, pending = grown, []
+        done.append(
+            Step(
+                index=index + 1,
+                id=chosen,
+                token=token,
+                piece=piece,
+                piece_ids=piece_ids,
+                probability=float(probs[chosen]),
+                sampled=float(warped.sampled[chosen]),
+                rank=_rank(logits, chosen),
+                runners_up=tuple(runner_candidates),
+                text=shown_text,
+                special=special,
+            )
+        )
+        if eos is not None and chosen == eos:
+            end = StepsEnd.END_OF_TEXT
+            break
+    return Steps(
+        name=engine.name,
+        text=text,
+        prompt=prompt,
+        prompt_tokens=len(ids),
+        chat=chat,
+        sampling=sampling,
+        sample=sample,
+        seed=seed if sample else None,
+        steps=tuple(done),
+        end=end,
+        requested=steps,
+        notes=tuple(notes),
+    )
+
+
+class NextTokenSession:
+    """The state behind `%llm_next --live`: the typed text, the tokens appended since (greedy or
+    sampled), and the logits for the current ids. One forward pass per change of the ids; moving
+    a slider only re-applies temperature, top-k and top-p to the logits it already has.
+    """
+
+    def __init__(self, engine: Any, *, chat: bool = False, show: int = 10, seed: int | None = None) -> None:
+        import torch
+
+        self.engine = require_engine(engine)
+        self.chat = chat
+        self.show = show
+        self.text = ""
+        self.prompt = ""
+        self._ids: list[int] = []
+        self._appended: list[int] = []
+        self._logits: Any = None
+        self._generator = torch.Generator().manual_seed(
+            seed if seed is not None else int(torch.seed() % 2**63)
+        )
+
+    def set_text(self, text: str) -> None:
+        """Start again from `text` (appended tokens are dropped); raises `InvalidOption` and keeps
+        the previous state when the text cannot be encoded."""
+        ids, prompt = prompt_ids(self.engine.tokenizer, text, chat=self.chat)
+        _check_context(self.engine, len(ids), "The text")
+        logits = _logits(self.engine, ids)
+        self.text, self.prompt, self._ids, self._appended, self._logits = text, prompt, ids, [], logits
+
+    def append(self, sampling: Sampling, *, sample: bool) -> int:
+        """Append the likeliest token, or one drawn under `sampling`; returns its id."""
+        import torch
+
+        sampling.validate()
+        self._require_text()
+        _check_context(self.engine, len(self._ids) + len(self._appended) + 1, "One more token")
+        if sample and not sampling.greedy:
+            probs = warp(self._logits, sampling).sampled
+            chosen = int(torch.multinomial(probs.unsqueeze(0), 1, generator=self._generator)[0, 0])
+        else:
+            chosen = int(torch.argmax(self._logits))
+        logits = _logits(self.engine, [*self._ids, *self._appended, chosen])
+        self._appended.append(chosen)
+        self._logits = logits
+        return chosen
+
+    def undo(self) -> None:
+        """Remove the last appended token (nothing to undo is not an error)."""
+        if self._appended:
+            self._appended.pop()
+            self._logits = _logits(self.engine, self._ids + self._appended)
+
+    def appended_text(self) -> str:
+        return _decode(self.engine.tokenizer, self._appended) if self._appended else ""
+
+    def distribution(self, sampling: Sampling) -> NextToken:
+        sampling.validate()
+        self._require_text()
+        ids = self._ids + self._appended
+        return distribution_from_logits(
+            self._logits,
+            self.engine.tokenizer,
+            sampling,
+            name=self.engine.name,
+            text=self.text,
+            prompt=_decode(self.engine.tokenizer, ids) if self._appended else self.prompt,
+            prompt_tokens=len(ids),
+            chat=self.chat,
+            show=self.show,
+        )
+
+    def _require_text(self) -> None:
+        if self._logits is None:
+            raise InvalidOption("Type some text first: the model needs something to continue.")
+
+
+__all__ = [
+    "MAX_SHOW",
+    "MAX_STEPS",
+    "Candidate",
+    "Cut",
+    "NextToken",
+    "NextTokenSession",
+    "Sampling",
+    "Step",
+    "Steps",
+    "StepsEnd",
+    "distribution_from_logits",
+    "entropy_bits",
+    "next_token_distribution",
+    "next_token_steps",
+    "prompt_ids",
+    "require_engine",
+    "token_bytes",
+    "warp",
+]
