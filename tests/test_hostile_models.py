@@ -1,0 +1,132 @@
+"""Hostile model files, with real tiny models: a chat template the sandbox blocks, pickle weights
+(harmless and malicious). Each ends in one line, says what it found, and runs no foreign code.
+
+The torch-free battery over every magic is in test_hostile.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from llm_magics.errors import ChatTemplateFailed
+from tests import factories
+from tests.helpers import assert_one_line_error, magics, run, shown_text
+
+#: Templates transformers' sandboxed jinja2 environment refuses, or that fail on their own.
+HOSTILE_TEMPLATES = {
+    "unsafe attribute": "{{ cycler.__init__.__globals__ }}",
+    "unsafe call": "{% for m in messages %}{{ m.content.__class__.__subclasses__() }}{% endfor %}",
+    "its own error": "{{ raise_exception('this template refuses everything') }}",
+    "syntax error": "{% for m in messages %}{{ m.content }}",
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny GPT-2 folders: one per hostile template, one with harmless pickle weights, one whose
+    pickle would run `touch MARKER` if anything unpickled it unsafely."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("hostile_models")
+    base = factories.save_tiny_model(root / "base", "gpt2", factories.byte_bpe_tokenizer())
+    folders: dict[str, Path] = {}
+    for label, template in HOSTILE_TEMPLATES.items():
+        folder = root / label.replace(" ", "-")
+        shutil.copytree(base, folder)
+        tokenizer = factories.byte_bpe_tokenizer()
+        tokenizer.chat_template = template
+        tokenizer.save_pretrained(folder)
+        folders[label] = folder
+
+    pickled = root / "pickled"
+    shutil.copytree(base, pickled)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    # transformers 5 always writes safetensors: the pickle is written as older versions did.
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    folders["pickled"] = pickled
+
+    malicious = root / "malicious"
+    shutil.copytree(pickled, malicious)
+    marker = root / "MARKER"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"transformer.wte.weight": Payload()}, malicious / "pytorch_model.bin")
+    folders["malicious"] = malicious
+    folders["marker"] = marker
+    return folders
+
+
+# -- 6. a chat template the sandbox blocks -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", list(HOSTILE_TEMPLATES))
+def test_a_blocked_chat_template_is_said_at_load_and_one_line_at_chat(shell, models, label):
+    result, captured = run(shell, f"%llm_load {models[label]} --as t")
+    assert result.success, captured.stderr
+    card = shown_text(captured)
+    assert "chat template" in card and "cannot render" in card
+    engine = magics(shell).registry.get("t")
+
+    result, captured = run(shell, "%%llm_chat --max-new-tokens 8\nHello")
+    assert_one_line_error(result, captured, "ChatTemplateFailed", "chat template")
+    assert engine.session.conversation.messages == []
+
+    result, captured = run(shell, "%tokens --chat")
+    assert_one_line_error(result, captured, "ChatTemplateFailed", "chat template")
+
+    result, captured = run(shell, "%%llm_complete --max-new-tokens 2\nOnce")
+    assert result.success, "raw completion needs no template"
+
+
+def test_encode_messages_maps_the_sandbox_error_by_type():
+    from llm_magics.prompts import encode_messages
+    from llm_magics.tokens import analyse_chat
+
+    tokenizer = factories.byte_bpe_tokenizer()
+    tokenizer.chat_template = HOSTILE_TEMPLATES["unsafe attribute"]
+    messages = [{"role": "user", "content": "Hello"}]
+    with pytest.raises(ChatTemplateFailed, match="SecurityError") as caught:
+        encode_messages(tokenizer, messages)
+    assert type(caught.value.__cause__).__name__ == "SecurityError"
+    with pytest.raises(ChatTemplateFailed, match="SecurityError"):
+        analyse_chat(tokenizer, messages)
+
+
+def test_a_tokenizer_only_load_says_it_too(shell, models):
+    result, captured = run(shell, f"%llm_load {models['unsafe attribute']} --tokenizer-only --as t")
+    assert result.success
+    assert "cannot render" in shown_text(captured)
+
+
+# -- 7. pickle weights --------------------------------------------------------------------------------
+
+
+def test_harmless_pickle_weights_load_with_a_note(shell, models):
+    result, captured = run(shell, f"%llm_load {models['pickled']} --as p")
+    assert result.success, captured.stderr
+    card = shown_text(captured)
+    assert "pickle" in card and "safetensors" in card
+    assert magics(shell).registry.names() == ["p"]
+
+
+def test_malicious_pickle_weights_are_refused_in_one_line_and_never_run(shell, models):
+    result, captured = run(shell, f"%llm_load {models['malicious']} --as evil")
+    assert_one_line_error(result, captured, "UnsafeWeights", "weights_only")
+    assert "weights_only=False" not in captured.stdout + captured.stderr, "never advise turning it off"
+    assert not models["marker"].exists(), "the pickle's code ran"
+    assert magics(shell).registry.names() == []
+
+
+def test_safetensors_weights_get_no_pickle_note(shell, models):
+    result, captured = run(shell, f"%llm_load {models['syntax error']} --as s")
+    assert result.success
+    assert "pickle" not in shown_text(captured)
