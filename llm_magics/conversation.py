@@ -121,7 +121,7 @@ class Conversation:
         The file is written whole or not at all (a temporary file in the same folder, renamed over
         it), and only replaces a file this package wrote, unless `force`.
         """
-        path = Path(path).expanduser()
+        path = _user_path(path)
         kind = _file_kind(path)
         for number, message in enumerate(self.messages, 1):
             where = lone_surrogate(message["content"])
@@ -146,7 +146,7 @@ class Conversation:
         At most `MAX_FILE_BYTES` are read and `MAX_MESSAGES` messages taken, and every message is
         checked, so a bad file is refused here rather than failing every later turn.
         """
-        path = Path(path).expanduser()
+        path = _user_path(path)
         kind = _file_kind(path)
         try:
             data = _read_bounded(path)
@@ -372,6 +372,11 @@ def _os_reason(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "no permission"
     return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+def _user_path(path: str | Path) -> Path:
+    # os.path.expanduser leaves "~nosuchuser/x" as written; Path.expanduser raises RuntimeError.
+    return Path(os.path.expanduser(path))
 
 
 def _one_line(text: str) -> str:

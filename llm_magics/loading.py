@@ -170,7 +170,8 @@ def resolve_source(model: str | None, *, tokenizer_only: bool = False) -> ModelS
         if gguf is not None:
             return ModelSource("gguf", DEFAULT_ALIAS, path=gguf, bundled=True)
         return ModelSource("hub", text.lower(), hub_id=ALIASES[text.lower()])
-    path = Path(text).expanduser()
+    # os.path.expanduser leaves "~nosuchuser/x" as written; Path.expanduser raises RuntimeError.
+    path = Path(os.path.expanduser(text))
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelNotFound(f"{text} is a file but not a .gguf; pass a .gguf file or a model folder.")

@@ -153,6 +153,8 @@ class ChatMagics(SessionMagics):
         if not message:
             raise InvalidOption("The message is empty once {name} references are filled in.")
         check_text(message, "The message")
+        if args.system:
+            check_text(args.system, "--system")
         # Every model's turn is prepared before any generates: a message that does not fit one of
         # them changes none of the conversations.
         turns = []
