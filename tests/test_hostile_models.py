@@ -130,3 +130,61 @@ def test_safetensors_weights_get_no_pickle_note(shell, models):
     result, captured = run(shell, f"%llm_load {models['syntax error']} --as s")
     assert result.success
     assert "pickle" not in shown_text(captured)
+
+
+# -- %tokens with a real tokenizer (on a fake engine): hostile inputs are one line, change nothing ----
+
+
+@pytest.fixture
+def tokenizing(shell):
+    from tests.fake_engine import fake_engine
+
+    plain = factories.byte_bpe_tokenizer()
+    hostile = factories.byte_bpe_tokenizer()
+    hostile.chat_template = HOSTILE_TEMPLATES["unsafe attribute"]
+    registry = magics(shell).registry
+    registry.add(fake_engine("blocked", tokenizer=hostile))
+    registry.add(fake_engine("tok", tokenizer=plain))
+    shell.user_ns["test_bad"] = "bad \ud800 text"
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "fragment"),
+    [
+        ("%tokens", "InvalidOption", "Nothing to tokenise"),
+        ("%tokens    ", "InvalidOption", "Nothing to tokenise"),
+        ("%tokens --chat hello", "InvalidOption", "--chat shows"),
+        ("%tokens --chat --probs", "InvalidOption", "--chat shows"),
+        ("%tokens --live --compare blocked", "InvalidOption", "--live shows one tokenizer"),
+        ("%tokens --probs hello", "InvalidOption", "--probs"),
+        ("%tokens --compare nosuch hello", "NotLoaded", "'nosuch'"),
+        ("%tokens --model '<script>' hello", "NotLoaded", "No model named"),
+        ("%tokens --max-tokens 0 hello", "InvalidOption", "--max-tokens"),
+        ("%tokens --max-tokens 99999999999999999999999999 {test_bad}", "InvalidOption", "lone surrogate"),
+        ("%tokens {test_bad}", "InvalidOption", "lone surrogate"),
+        ("%%tokens\nbad {test_bad}", "InvalidOption", "lone surrogate"),
+        ("%%tokens --max-tokens -1\nhello", "InvalidOption", "--max-tokens"),
+        ("%tokens --model blocked --chat", "ChatTemplateFailed", "SecurityError"),
+    ],
+)
+def test_hostile_tokens_input_is_one_line(shell, tokenizing, line, error, fragment):
+    before = (tokenizing.names(), tokenizing.active_name)
+    result, captured = run(shell, line)
+    assert_one_line_error(result, captured, error, fragment)
+    assert (tokenizing.names(), tokenizing.active_name) == before
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["<script>alert(1)</script>", "bidi \u202eevil\u202c", "ctrl \x1b[31m\x07", "'", '"', "{unclosed"],
+)
+def test_odd_text_tokenises_escaped(shell, tokenizing, text):
+    from tests.helpers import shown_html
+
+    shell.user_ns["test_text"] = text
+    result, captured = run(
+        shell, "%%tokens --no-interpolate\n" + text if "{" in text else "%tokens {test_text}"
+    )
+    assert result.success, captured.stderr
+    assert "<script>" not in shown_html(captured)
