@@ -23,6 +23,7 @@ import re
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -755,7 +756,10 @@ def load_model(
             )
             return TokenizerEngine(info, tokenizer)
 
-        with _bars_to(progress):
+        with _bars_to(progress), warnings.catch_warnings():
+            # torch's weights_only reader warns about a pickle protocol it did not write, just
+            # before it refuses the file: the refusal (UnsafeWeights) is the one line to show.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._weights_only_unpickler")
             model = AutoModelForCausalLM.from_pretrained(
                 location,
                 dtype=getattr(torch, plan.dtype),

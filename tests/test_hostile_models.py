@@ -7,7 +7,9 @@ The torch-free battery over every magic is in test_hostile.py.
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,13 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
     torch.save({"transformer.wte.weight": Payload()}, malicious / "pytorch_model.bin")
     folders["malicious"] = malicious
+    # The same payload as a plain pickle (protocol 4, not torch's zip format), as an attacker
+    # would more likely write it.
+    plain = root / "malicious-plain"
+    shutil.copytree(pickled, plain)
+    with (plain / "pytorch_model.bin").open("wb") as file:
+        pickle.dump({"transformer.wte.weight": Payload()}, file, protocol=4)
+    folders["malicious-plain"] = plain
     folders["marker"] = marker
     return folders
 
@@ -118,8 +127,12 @@ def test_harmless_pickle_weights_load_with_a_note(shell, models):
     assert magics(shell).registry.names() == ["p"]
 
 
-def test_malicious_pickle_weights_are_refused_in_one_line_and_never_run(shell, models):
-    result, captured = run(shell, f"%llm_load {models['malicious']} --as evil")
+@pytest.mark.parametrize("folder", ["malicious", "malicious-plain"])
+def test_malicious_pickle_weights_are_refused_in_one_line_and_never_run(shell, models, folder):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, captured = run(shell, f"%llm_load {models[folder]} --as evil")
+    assert [str(w.message) for w in caught if "pickle" in str(w.message)] == [], "no torch warning lines"
     assert_one_line_error(result, captured, "UnsafeWeights", "weights_only")
     assert "weights_only=False" not in captured.stdout + captured.stderr, "never advise turning it off"
     assert not models["marker"].exists(), "the pickle's code ran"
