@@ -206,6 +206,10 @@ _MARKDOWN_V1_BLOCK = re.compile(r"^<!-- role: (\w+) -->\n\*\*\w+\*\*\n\n", re.MU
 
 def _parse_markdown(text: str, path: Path) -> list[Message]:
     header = _MARKDOWN_HEADER.match(text)
+    if header is None and text.startswith(f"<!-- {MARKDOWN_MAGIC} "):
+        raise ConversationFileInvalid(
+            f"{path}: its first line (the header of a --save) is damaged; were its line endings changed?"
+        )
     if header is None:
         return _parse_markdown_v1(text, path)
     if header.group(1) != "2":

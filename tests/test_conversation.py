@@ -135,6 +135,13 @@ def test_old_markdown_files_still_load(tmp_path):
     assert Conversation.load(path).messages == sample().messages
 
 
+def test_a_markdown_save_whose_line_endings_an_editor_changed_is_one_line(tmp_path):
+    path = sample().save(tmp_path / "chat.md")
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    with pytest.raises(ConversationFileInvalid, match="line endings"):
+        Conversation.load(path)
+
+
 def test_an_edited_markdown_file_that_lost_its_end_marker_is_one_line(tmp_path):
     path = sample().save(tmp_path / "chat.md")
     text = path.read_text(encoding="utf-8")
