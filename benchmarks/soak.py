@@ -1,7 +1,7 @@
 """Soak: load → chat → interrupt → unload, many times, through the magics; memory should stay flat.
 
 Not part of `make bench` or CI (it proves no speed, only that nothing accumulates). Each cycle
-loads a tiny random-weight Llama with the next quantization of none/4bit/8bit, chats one turn,
+loads a small random-weight Llama with the next quantization of none/4bit/8bit, chats one turn,
 interrupts the next turn with a forward hook raising KeyboardInterrupt (what the stop button
 does), and unloads it. After every cycle it prints the resident memory (RSS) and the thread count;
 at the end, the least-squares slope of RSS over the cycles after warm-up, in MB per cycle.
@@ -32,13 +32,25 @@ CHAT_TEMPLATE = (
 MB = 2**20
 
 
-def build_model(folder: Path) -> Path:
-    """A 2-layer, 64-wide Llama (tests/factories.py) with a byte-level BPE tokenizer and a template."""
+def build_model(folder: Path, width: int = 256, layers: int = 4) -> Path:
+    """A random-weight Llama (tests/factories.py's recipe, wider: a leaked copy per cycle must show
+    above the noise; 256 wide and 4 layers is about 7 MB in float32) with a byte-level BPE
+    tokenizer and a chat template."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     from tests import factories
 
     tokenizer = factories.byte_bpe_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
-    return factories.save_tiny_model(folder, "llama", tokenizer)
+    config = factories.tiny_config("llama", len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    config.hidden_size, config.intermediate_size, config.num_hidden_layers = width, 2 * width, layers
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def slope(values: list[float]) -> float:
@@ -58,6 +70,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--modes", nargs="+", default=["none", "4bit", "8bit"])
     parser.add_argument("--warmup", type=int, default=6, help="Cycles left out of the slope.")
     parser.add_argument("--flat", type=float, default=0.25, help="MB/cycle still counted as flat.")
+    parser.add_argument("--width", type=int, default=256, help="Hidden size of the random model.")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument(
+        "--leak", action="store_true", help="Keep every model alive: shows what a leak looks like here."
+    )
     args = parser.parse_args(argv)
 
     import psutil
@@ -81,10 +98,15 @@ def main(argv: list[str] | None = None) -> None:
         return result.success, type(error).__name__ if error else ""
 
     with tempfile.TemporaryDirectory(prefix="llm_magics_soak_") as scratch:
-        folder = build_model(Path(scratch) / "tiny-llama")
-        print(f"model: {folder} (2 layers, 64 wide); modes: {', '.join(args.modes)}; {args.cycles} cycles")
+        folder = build_model(Path(scratch) / "tiny-llama", args.width, args.layers)
+        weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) / MB
+        print(
+            f"model: random Llama, {args.layers} layers, {args.width} wide ({weights:.1f} MB of float32 weights); "
+            f"modes: {', '.join(args.modes)}; {args.cycles} cycles"
+        )
         print(f"{'cycle':>5} {'mode':>5} {'RSS MB':>8} {'threads':>7} {'py threads':>10} {'seconds':>7}")
         rss: list[float] = []
+        leaked: list[object] = []
         started_all = time.perf_counter()
         for index in range(args.cycles):
             mode = args.modes[index % len(args.modes)]
@@ -94,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             ok, error = cell("%%llm_chat --max-new-tokens 12\nHello there")
             assert ok, f"chat failed: {error}"
             model = magics.registry.get("soak").model
+            if args.leak:
+                leaked.append(model)
             hook = model.register_forward_hook(RaiseOnForward(KeyboardInterrupt(), on_call=3))
             ok, error = cell("%%llm_chat --max-new-tokens 12\nAnd again")
             hook.remove()
@@ -112,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         shell.run_line_magic("unload_ext", "llm_magics")
 
     steady = rss[args.warmup :]
+    if len(steady) < 2:
+        print(f"\nToo few cycles after {args.warmup} warm-up cycles for a slope.")
+        return
     per_cycle = slope(steady)
     verdict = "flat" if abs(per_cycle) <= args.flat else "GROWING" if per_cycle > 0 else "shrinking"
     print(
