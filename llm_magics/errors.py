@@ -8,9 +8,14 @@
     ├── QuantizationUnavailable  bitsandbytes missing, or it cannot serve this machine
     ├── InsufficientMemory       the estimate says the load will not fit
     ├── ModelLoadFailed          transformers refused the files (corrupt, unsupported architecture)
+    │   └── UnsafeWeights        pickle weights that would run code, blocked by torch's weights_only
+    ├── ChatTemplateFailed       the model's chat template fails or is blocked by the sandbox
     ├── GenerationFailed         generation ran out of memory (a model bug keeps its traceback)
     ├── GenerationInterrupted    the stop button ended a reply early (the partial reply is kept)
     ├── ConversationFileInvalid  `%llm_history --load` of a file that is not a conversation
+    │   └── ConversationTooLarge a file past the limits (size, message count) `--load` reads
+    ├── ConversationNotSaved     `--save` could not write (no such folder, a folder, no permission)
+    ├── WouldOverwrite           `--save` onto a file this extension did not write (without --force)
     ├── NotSupported             the engine cannot do what a magic needs (%llm_next without probabilities)
     └── RemoteError              an OpenAI-compatible server (`%llm_load --endpoint`) failed us
         ├── RemoteExtraMissing   the `openai` package (extra `[remote]`) is not installed
@@ -85,6 +90,31 @@ class GenerationInterrupted(LlmMagicsError):
 
 class ConversationFileInvalid(LlmMagicsError):
     """Raised when a file given to `%llm_history --load` does not hold a conversation."""
+
+
+class ConversationTooLarge(ConversationFileInvalid):
+    """Raised when a file given to `%llm_history --load` is larger, or holds more messages, than the
+    limits in `llm_magics.conversation` (`MAX_FILE_BYTES`, `MAX_MESSAGES`)."""
+
+
+class ConversationNotSaved(LlmMagicsError):
+    """Raised when `%llm_history --save` cannot write its file (a missing folder, a folder in the
+    way, no permission) or the conversation holds text no file can encode; nothing was written."""
+
+
+class WouldOverwrite(LlmMagicsError):
+    """Raised when `%llm_history --save` would replace a file that this extension did not write
+    (`--force` replaces it anyway)."""
+
+
+class UnsafeWeights(ModelLoadFailed):
+    """Raised when pickle weights (`pytorch_model.bin`) hold more than tensors: loading them would
+    run code, and torch's `weights_only` check refused them."""
+
+
+class ChatTemplateFailed(LlmMagicsError):
+    """Raised when the model's chat template cannot render a conversation: it raised an error of its
+    own, or transformers' sandbox blocked it (an unsafe attribute, a call it does not allow)."""
 
 
 class RemoteError(LlmMagicsError):

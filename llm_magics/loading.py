@@ -18,10 +18,12 @@ import hashlib
 import importlib.util
 import logging
 import os
+import pickle
 import re
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +39,10 @@ from .errors import (
     ModelLoadFailed,
     ModelNotFound,
     QuantizationUnavailable,
+    UnsafeWeights,
     first_line,
 )
-from .prompts import context_length_of, has_chat_template
+from .prompts import chat_template_problem, context_length_of, has_chat_template
 
 DEFAULT_ALIAS = "smollm2-135m"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -168,7 +171,8 @@ def resolve_source(model: str | None, *, tokenizer_only: bool = False) -> ModelS
         if gguf is not None:
             return ModelSource("gguf", DEFAULT_ALIAS, path=gguf, bundled=True)
         return ModelSource("hub", text.lower(), hub_id=ALIASES[text.lower()])
-    path = Path(text).expanduser()
+    # os.path.expanduser leaves "~nosuchuser/x" as written; Path.expanduser raises RuntimeError.
+    path = Path(os.path.expanduser(text))
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelNotFound(f"{text} is a file but not a .gguf; pass a .gguf file or a model folder.")
@@ -679,6 +683,14 @@ def _transformers_errors(plan: LoadPlan) -> Iterator[None]:
         raise QuantizationUnavailable(f"--quant {plan.quantization} failed: {_first_line(error)}") from error
     except (SafetensorError, ValueError, KeyError) as error:
         raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
+    except pickle.UnpicklingError as error:
+        # torch.load(weights_only=True) met something other than tensors in a pickle: code that
+        # would run on load, or a corrupt file. Its own message suggests turning the check off.
+        raise UnsafeWeights(
+            f"Refused {plan.source.label}: its pickle weights hold more than tensors (code that would run "
+            "on load, or a corrupt file), so torch's weights_only check stopped them and nothing ran. "
+            "Use safetensors weights from a source you trust."
+        ) from error
 
 
 def _files_to_load(plan: LoadPlan, progress: Progress) -> tuple[str | Path, dict[str, Any]]:
@@ -728,6 +740,9 @@ def load_model(
         )
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
+        problem = chat_template_problem(tokenizer)
+        if problem is not None:
+            notes.append(problem)
         if plan.tokenizer_only:
             info = EngineInfo(
                 name=plan.name,
@@ -741,7 +756,10 @@ def load_model(
             )
             return TokenizerEngine(info, tokenizer)
 
-        with _bars_to(progress):
+        with _bars_to(progress), warnings.catch_warnings():
+            # torch's weights_only reader warns about a pickle protocol it did not write, just
+            # before it refuses the file: the refusal (UnsafeWeights) is the one line to show.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._weights_only_unpickler")
             model = AutoModelForCausalLM.from_pretrained(
                 location,
                 dtype=getattr(torch, plan.dtype),
@@ -751,6 +769,8 @@ def load_model(
                 **access,
             )
     model.eval()
+    if _weights_are_pickles(location, access):
+        notes.append(PICKLE_WEIGHTS_NOTE)
     if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if plan.quantization != "none":
@@ -771,6 +791,33 @@ def load_model(
         notes=notes,
     )
     return TransformersEngine(info, tokenizer, model)
+
+
+PICKLE_WEIGHTS_NOTE = (
+    "the weights are pickles (pytorch_model.bin): torch read them with weights_only, which refuses "
+    "code, but a pickle can carry code and a safetensors file cannot; prefer safetensors "
+    "(model.save_pretrained writes them)."
+)
+_SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _weights_are_pickles(location: str | Path, access: dict[str, Any]) -> bool:
+    """Whether from_pretrained read pickle weights: a folder (or cached hub snapshot) with
+    `pytorch_model.bin` and no safetensors, which transformers prefers when both are there."""
+    if isinstance(location, Path):
+
+        def present(name: str) -> bool:
+            return (location / name).is_file()
+
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        def present(name: str) -> bool:
+            found = try_to_load_from_cache(location, name, revision=access.get("revision"))
+            return isinstance(found, str)
+
+    return not any(map(present, _SAFETENSORS)) and any(map(present, _PICKLES))
 
 
 def _describe_quantization(plan: LoadPlan) -> str:

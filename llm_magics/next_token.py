@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from .conversation import check_text
 from .engines.base import MAX_TEMPERATURE, Engine, PredictsNext, Tokenizes
 from .errors import InvalidOption, NotSupported
 from .tokens import _special_ids
@@ -31,7 +32,6 @@ MAX_SHOW = 100
 #: Runners-up listed beside each step's chosen token.
 RUNNERS_UP = 3
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
@@ -198,12 +198,7 @@ def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False) -> tuple[list[i
     sends it)."""
     if not text:
         raise InvalidOption("Nothing to continue: give TEXT after %llm_next, or put it in a %%llm_next cell.")
-    surrogate = _SURROGATE.search(text)
-    if surrogate is not None:
-        raise InvalidOption(
-            f"The text holds a lone surrogate (U+{ord(surrogate.group()):04X} at {surrogate.start()}), "
-            "which is not valid Unicode; no tokenizer can encode it."
-        )
+    check_text(text)
     if chat:
         from .prompts import encode_messages
 
@@ -216,7 +211,7 @@ def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False) -> tuple[list[i
 
 
 def _chat_notes(engine: Any, chat: bool) -> tuple[str, ...]:
-    from .registry import has_chat_template
+    from .prompts import has_chat_template
 
     if chat and not has_chat_template(engine.tokenizer):
         return (

@@ -12,7 +12,7 @@ from typing import Any
 
 from .conversation import Conversation, Message, with_system
 from .engines.base import PreparedTurn
-from .errors import InvalidOption
+from .errors import ChatTemplateFailed, InvalidOption, first_line
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -55,6 +55,48 @@ def render_plain(messages: Sequence[Message]) -> str:
     return "\n\n".join([*lines, "Assistant:"])
 
 
+def apply_chat_template(tokenizer: Any, messages: Sequence[Message], **options: Any) -> Any:
+    """`tokenizer.apply_chat_template(messages, **options)`, with the template's own failures as
+    one line: a template is foreign code, run in transformers' sandboxed jinja2 environment, which
+    raises `SecurityError` when a template reaches for Python internals."""
+    from jinja2.exceptions import SecurityError, TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(list(messages), **options)
+    except TemplateError as exc:
+        why = (
+            "transformers' sandbox blocked it, as it blocks any template that reaches into Python"
+            if isinstance(exc, SecurityError)
+            else "the template itself fails"
+        )
+        raise ChatTemplateFailed(
+            f"The model's chat template cannot render the conversation ({type(exc).__name__}: "
+            f"{first_line(exc, 160)}): {why}. %%llm_complete needs no template; or set a template you "
+            "trust on the tokenizer (tokenizer.chat_template)."
+        ) from exc
+
+
+#: What the load renders once, to find a chat template that cannot work before the first chat.
+TEMPLATE_PROBE: list[Message] = [{"role": "user", "content": "Hello"}]
+
+
+def chat_template_problem(tokenizer: Any) -> str | None:
+    """A note for the card when the tokenizer's chat template cannot render a one-message
+    conversation (None when it can, or when there is no template)."""
+    if not has_chat_template(tokenizer):
+        return None
+    try:
+        apply_chat_template(tokenizer, TEMPLATE_PROBE, tokenize=False, add_generation_prompt=True)
+    except ChatTemplateFailed as exc:
+        cause = exc.__cause__
+        return (
+            f"its chat template cannot render even a one-message conversation ({type(cause).__name__}: "
+            f"{first_line(cause, 120) if cause else ''}), so %%llm_chat and %tokens --chat will refuse; "
+            "%%llm_complete and %tokens work."
+        )
+    return None
+
+
 def encode_messages(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     """Prompt ids for `messages`: the chat template when the tokenizer has one, else `PLAIN_TEMPLATE`.
 
@@ -62,7 +104,7 @@ def encode_messages(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     so replies match the plain transformers workflow token for token.
     """
     if has_chat_template(tokenizer):
-        encoded = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, return_dict=True)
+        encoded = apply_chat_template(tokenizer, messages, add_generation_prompt=True, return_dict=True)
         return list(encoded["input_ids"])
     return list(tokenizer(render_plain(messages))["input_ids"])
 
@@ -131,6 +173,8 @@ def _fewest_dropped(starts: list[int], n_messages: int, budget: int, fits: Calla
 __all__ = [
     "PLAIN_STOP",
     "PLAIN_TEMPLATE",
+    "apply_chat_template",
+    "chat_template_problem",
     "context_length_of",
     "encode_messages",
     "has_chat_template",

@@ -21,7 +21,7 @@ from typing import Any
 from .conversation import check_text
 from .engines.base import ScoresTokens
 from .errors import InvalidOption
-from .prompts import context_length_of, has_chat_template
+from .prompts import apply_chat_template, context_length_of, has_chat_template
 
 #: A conversation shown by `%tokens --chat` before the user has chatted, so the template is visible.
 EXAMPLE_CONVERSATION: list[dict[str, str]] = [
@@ -353,9 +353,7 @@ def analyse_chat(
     if has_chat_template(tokenizer):
         generation_prompt = not messages or messages[-1].get("role") != "assistant"
         rendered = str(
-            tokenizer.apply_chat_template(
-                list(messages), tokenize=False, add_generation_prompt=generation_prompt
-            )
+            apply_chat_template(tokenizer, messages, tokenize=False, add_generation_prompt=generation_prompt)
         )
         add_special_tokens = False
     elif plain is not None:

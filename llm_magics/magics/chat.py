@@ -153,6 +153,8 @@ class ChatMagics(SessionMagics):
         if not message:
             raise InvalidOption("The message is empty once {name} references are filled in.")
         check_text(message, "The message")
+        if args.system:
+            check_text(args.system, "--system")
         # Every model's turn is prepared before any generates: a message that does not fit one of
         # them changes none of the conversations.
         turns = []
@@ -248,11 +250,14 @@ class ChatMagics(SessionMagics):
     @argument("--json", action="store_true", help="Print the conversation as JSON.")
     @argument("--save", metavar="PATH", help="Write the conversation to PATH (.json or .md).")
     @argument("--load", metavar="PATH", help="Replace the conversation with the one in PATH (.json or .md).")
+    @argument("--force", action="store_true", help="Let --save replace a file that it did not write.")
     @line_magic
     def llm_history(self, line: str) -> None:
         """Show a model's conversation, or save it to a file and load it back.
 
         Colab runtimes and kernels are temporary: save a conversation you want to continue later.
+        A save replaces only a file that a save wrote (add --force for any other), and loads back
+        to exactly the same messages; Markdown files stay readable.
 
         Example::
 
@@ -262,6 +267,8 @@ class ChatMagics(SessionMagics):
         args = parse(self.llm_history, line)
         if args.save is not None and args.load is not None:
             raise InvalidOption("Use --save or --load, not both.")
+        if args.force and args.save is None:
+            raise InvalidOption("--force only applies to --save.")
         engine = self._chat_engine(args.name)
         if args.load is not None:
             conversation = Conversation.load(args.load)
@@ -273,7 +280,7 @@ class ChatMagics(SessionMagics):
             return
         conversation = engine.session.conversation
         if args.save is not None:
-            path = conversation.save(args.save, model=engine.name)
+            path = conversation.save(args.save, model=engine.name, force=args.force)
             _show_notice(f"Saved {len(conversation.messages)} messages to {path}.", "success")
         if args.json:
             print(conversation.to_json(engine.name))
