@@ -7,6 +7,7 @@ from typing import Any
 
 from IPython.core.magic import Magics
 from IPython.core.magic_arguments import parse_argstring
+from IPython.utils.process import arg_split
 
 from ..errors import InvalidOption
 from ..interpolate import interpolate
@@ -63,6 +64,31 @@ class SessionMagics(Magics):
     def interpolate(self, text: str, enabled: bool = True) -> str:
         """`{name}` from the user's namespace (see `llm_magics.interpolate`)."""
         return interpolate(text, self.user_ns) if enabled else text
+
+    def text_after_options(self, line: str, args: Namespace, cell: str | None, magic: str) -> str:
+        """The text a line-or-cell magic works on (its `text` REMAINDER argument): the cell, or the
+        line after its options exactly as typed, `{name}` filled in unless `--no-interpolate`."""
+        if cell is not None:
+            if args.text:
+                raise InvalidOption(f"Give the text either after %%{magic} or in the cell, not both.")
+            return self.interpolate(cell, not args.no_interpolate)
+        if not args.text:
+            return ""
+        # The options are split like a shell line; the text keeps its own spacing, so it is cut
+        # from the line after the option tokens that were consumed.
+        argv = arg_split(line, strict=True)
+        position = 0
+        for option in argv[: len(argv) - len(args.text)]:
+            found = line.find(option, position)
+            if found < 0:
+                raw = " ".join(args.text)
+                break
+            position = found + len(option)
+        else:
+            raw = line[position:].strip()
+        if len(args.text) == 1:
+            raw = unquote(raw)
+        return self.interpolate(raw, not args.no_interpolate)
 
     def close(self) -> None:
         """Free every model; called when the extension is unloaded or reloaded."""

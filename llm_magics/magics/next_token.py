@@ -4,11 +4,9 @@ top-p do to them; a few steps at a time; or an explorer with sliders."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from IPython.core.magic import line_cell_magic, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.utils.process import arg_split
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int
 
 from ..display.next_token import NextTokenExplorer, NextTokenView, StepsView
@@ -21,7 +19,7 @@ from ..next_token import (
     next_token_steps,
     require_engine,
 )
-from ._base import SessionMagics, show, unquote
+from ._base import SessionMagics, parse, show
 
 
 class NextTokenMagics(SessionMagics):
@@ -106,13 +104,11 @@ class NextTokenMagics(SessionMagics):
         Settings: `%config LlmMagics.next_show = 20`, `next_temperature`, `next_top_k`, `next_top_p`,
         `next_runners_up`. From Python: `llm_magics.next_token_distribution(text, name=None, ...)`.
         """
-        try:
-            args = parse_argstring(self.llm_next, line)
-        except ValueError as error:
-            raise InvalidOption(
-                f"Could not read the line ({error}): close the quote, or put the text in a %%llm_next cell."
-            ) from None
-        text = self._next_text(line, args, cell)
+        # The text itself may hold a lone quote (an apostrophe, a path).
+        args = parse(
+            self.llm_next, line, unclosed_hint="close the quote, or put the text in a %%llm_next cell"
+        )
+        text = self.text_after_options(line, args, cell, "llm_next")
         sampling = Sampling(
             self.next_temperature if args.temperature is None else args.temperature,
             self.next_top_k if args.top_k is None else args.top_k,
@@ -124,7 +120,7 @@ class NextTokenMagics(SessionMagics):
             raise InvalidOption(f"--show must be between 1 and {MAX_SHOW}; got {count}.")
         if args.steps is None and (args.sample or (args.seed is not None and not args.live)):
             raise InvalidOption("--sample and --seed go with --steps N (how many tokens to choose).")
-        engine = require_engine(self.registry.get(unquote(args.model)))
+        engine = require_engine(self.registry.get(args.model))
 
         if args.live:
             if args.steps is not None:
@@ -158,26 +154,3 @@ class NextTokenMagics(SessionMagics):
         )
         show(NextTokenView(distribution))
         return None
-
-    def _next_text(self, line: str, args: Any, cell: str | None) -> str:
-        """The text to continue: the cell, or the line after its options, exactly as typed."""
-        if cell is not None:
-            if args.text:
-                raise InvalidOption("Give the text either after %%llm_next or in the cell, not both.")
-            return self.interpolate(cell, not args.no_interpolate)
-        if not args.text:
-            return ""
-        # The text keeps its own spacing: it is cut from the line after the options consumed.
-        argv = arg_split(line, strict=True)
-        position = 0
-        for option in argv[: len(argv) - len(args.text)]:
-            found = line.find(option, position)
-            if found < 0:
-                raw = " ".join(args.text)
-                break
-            position = found + len(option)
-        else:
-            raw = line[position:].strip()
-        if len(args.text) == 1:
-            raw = unquote(raw) or ""
-        return self.interpolate(raw, not args.no_interpolate)

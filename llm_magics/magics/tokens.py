@@ -7,13 +7,12 @@ from typing import Any
 
 from IPython.core.magic import line_cell_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from IPython.utils.process import arg_split
 from traitlets import Bool, Int
 
 from ..engines.base import Chats, Engine, ExplainsLimits, ScoresTokens, Tokenizes
 from ..errors import InvalidOption, NotLoaded
 from ..prompts import has_chat_template
-from ._base import SessionMagics, parse, show, unquote
+from ._base import SessionMagics, parse, show
 
 
 class TokenMagics(SessionMagics):
@@ -88,7 +87,7 @@ class TokenMagics(SessionMagics):
         """
         # The text itself may hold a lone quote (an apostrophe, a path).
         args = parse(self.tokens, line, unclosed_hint="close the quote, or put the text in a %%tokens cell")
-        text = self._text(line, args, cell)
+        text = self.text_after_options(line, args, cell, "tokens")
         max_tokens = self.tokens_max_tokens if args.max_tokens is None else args.max_tokens
         if max_tokens < 1:
             raise InvalidOption(f"--max-tokens must be at least 1, not {max_tokens}.")
@@ -195,30 +194,6 @@ class TokenMagics(SessionMagics):
             return TokenView([view], show_ids=show_ids, max_tokens=max_tokens)
 
         show(TokenExplorer(list(by_name), render, text=text, name=engine.name))
-
-    def _text(self, line: str, args: Any, cell: str | None) -> str:
-        """The text to tokenise: the cell, or the line after its options, exactly as typed."""
-        if cell is not None:
-            if args.text:
-                raise InvalidOption("Give the text either after %%tokens or in the cell, not both.")
-            return self.interpolate(cell, not args.no_interpolate)
-        if not args.text:
-            return ""
-        # parse_argstring splits on whitespace; the text keeps its own spacing, so it is cut from
-        # the line after the option tokens that were consumed.
-        argv = arg_split(line, strict=True)
-        position = 0
-        for option in argv[: len(argv) - len(args.text)]:
-            found = line.find(option, position)
-            if found < 0:
-                raw = " ".join(args.text)
-                break
-            position = found + len(option)
-        else:
-            raw = line[position:].strip()
-        if len(args.text) == 1:
-            raw = unquote(raw) or ""
-        return self.interpolate(raw, not args.no_interpolate)
 
 
 def _why_no_probabilities(engine: Engine) -> str:
