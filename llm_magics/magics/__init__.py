@@ -12,11 +12,12 @@ from IPython.core.magic import magics_class
 
 from .chat import ChatMagics
 from .models import ModelMagics
+from .pipe import PipeMagics
 from .tokens import TokenMagics
 
 
 @magics_class
-class LlmMagics(ModelMagics, ChatMagics, TokenMagics):
+class LlmMagics(PipeMagics, ModelMagics, ChatMagics, TokenMagics):
     """Load open LLMs, chat with them and look at their tokens, inside the notebook."""
 
 
