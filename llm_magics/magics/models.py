@@ -10,6 +10,7 @@ from traitlets import Bool, Enum, Unicode
 
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, StatusLine
+from ..display.pipe import CodeBlock
 from ..engines.base import EngineInfo, HoldsModel
 from ..errors import InvalidOption
 from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
@@ -58,6 +59,7 @@ class ModelMagics(SessionMagics):
     @argument("--force", action="store_true", help="Load even when the estimate says it will not fit.")
     @argument("--reload", action="store_true", help="Load again even if NAME is already loaded.")
     @argument("--tokenizer-only", action="store_true", help="Load only the tokenizer (enough for %%tokens).")
+    @argument("--code", action="store_true", help="Also show the plain transformers code for this load.")
     @line_magic
     def llm_load(self, line: str = "") -> None:
         """Load an open causal LM into this session and make it the active model.
@@ -87,6 +89,10 @@ class ModelMagics(SessionMagics):
             trust_remote_code=args.trust_remote_code,
             tokenizer_only=args.tokenizer_only,
         )
+        if args.code:
+            from ..code import load_code
+
+            show(CodeBlock(load_code(plan)))
         if args.estimate:
             if args.tokenizer_only:
                 raise InvalidOption(
