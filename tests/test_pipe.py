@@ -276,3 +276,31 @@ def test_a_default_model_off_the_hub_names_it_and_says_it_needs_the_hub_once(she
     assert_one_line_error(result, captured, "HubUnreachable", hub_id)
     assert "needs the hub once" in str(result.error_in_exec)
     _unchanged(shell, [])
+
+
+def test_a_pipeline_engine_keeps_the_protocols_it_has(task_models):
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from llm_magics.engines.base import (
+        Chats,
+        Completes,
+        Engine,
+        EngineInfo,
+        EngineKind,
+        HoldsModel,
+        Tokenizes,
+    )
+    from llm_magics.engines.pipeline import PipelineEngine
+
+    folder = task_models["mlm"]
+    model = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32)
+    info = EngineInfo(name="m", source=str(folder), kind=EngineKind.PIPELINE, footprint_bytes=123)
+    engine = PipelineEngine(info, "fill-mask", model, AutoTokenizer.from_pretrained(folder))
+    assert isinstance(engine, Engine) and isinstance(engine, HoldsModel) and isinstance(engine, Tokenizes)
+    assert not isinstance(engine, Chats) and not isinstance(engine, Completes)
+    assert engine.pipeline.model is model
+    assert_same(
+        engine.run("the [MASK] day", top_k=2), reference("fill-mask", folder, "the [MASK] day", top_k=2)
+    )
+    assert engine.close() == 123 and engine.model is None
