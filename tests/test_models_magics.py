@@ -352,9 +352,7 @@ def test_estimate_shows_the_table_and_loads_nothing(shell):
 
 
 def test_quoted_options_reach_the_loader_without_their_quotes(shell, tiny_models):
-    result, captured = run(
-        shell, f"""%llm_load {tiny_models["llama"]} --as "mine" --quant "none" --device-map 'cpu'"""
-    )
+    result, captured = run(shell, f"""%llm_load {tiny_models['llama']} --as "mine" --quant "none" --device-map 'cpu'""")
     assert result.success, result.error_in_exec
     assert magics(shell).registry.names() == ["mine"]
     assert magics(shell).registry.get("mine").describe().device == "cpu"
