@@ -387,10 +387,82 @@ def quantization() -> nbformat.NotebookNode:
     )
 
 
+def hub(text: str) -> nbformat.NotebookNode:
+    """A cell whose default model needs the hub once: offline it fails in one line, and the run goes on."""
+    cell = code(text)
+    cell.metadata["tags"] = ["raises-exception"]
+    return cell
+
+
+def pipelines() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            badge(
+                "pipelines.ipynb",
+                "The Pipeline API, one magic per task",
+                "`pipeline(\"sentiment-analysis\")` is the shortest way to use a trained model: a task name, "
+                "some text, a result. `%llm_pipe TASK TEXT` does the same in one line, shows the result the "
+                "way people read it, and `--code` prints the plain transformers code behind it.",
+            ),
+            install(),
+            code("%load_ext llm_magics"),
+            md(
+                "## 1. Sentiment analysis\n\n"
+                "With no `--model`, a task uses the default model `pipeline(TASK)` picks, here a DistilBERT "
+                "fine-tuned on movie reviews. It is downloaded from the Hugging Face hub the first time: "
+                "without a network the cell says so in one line (in Colab it runs). The raw output, the "
+                "list of dicts `pipeline` returns, is in `_llm_pipe`."
+            ),
+            hub("%llm_pipe sentiment-analysis I love learning about LLMs!"),
+            md(
+                "## 2. Text generation\n\n"
+                "The lesson continues *Once upon a time* with GPT-2 (from the hub):"
+            ),
+            hub("%llm_pipe text-generation --model gpt2 --max-new-tokens 30 Once upon a time"),
+            md(
+                "Offline, the bundled SmolLM2-135M-Instruct does the same. Once it is loaded, "
+                "`text-generation` with no `--model` uses it: no second copy in memory. `--code` shows "
+                "the plain transformers code above the result; paste it into a new notebook and it "
+                "gives the same text."
+            ),
+            code("%llm_load"),
+            code("%llm_pipe text-generation --max-new-tokens 20 --code Once upon a time"),
+            code("_llm_pipe"),
+            md(
+                "## 3. More tasks\n\n"
+                "Each default model is downloaded once (a few hundred MB to 1.6 GB). "
+                "`--lines` runs each line of the cell as one input, in one batch."
+            ),
+            hub(
+                '%%llm_pipe zero-shot-classification --labels "education, politics, sports" --lines\n'
+                "I love learning about LLMs!\n"
+                "The parliament passed the budget."
+            ),
+            md("`fill-mask` guesses the hidden word; this model's mask is `<mask>`:"),
+            hub("%llm_pipe fill-mask Paris is the <mask> of France."),
+            md("`ner` finds names of people, places and organisations, merged from word pieces:"),
+            hub("%llm_pipe ner Ada Lovelace worked with Charles Babbage in London."),
+            md(
+                "transformers 5 removed `summarization`, `translation` and `question-answering` (a chat "
+                "model does them now: ask in `%%llm_chat`). With transformers 4.x, as some Colab runtimes "
+                "have, they work here too:"
+            ),
+            hub(
+                '%llm_pipe question-answering --context "Ada Lovelace worked with Charles Babbage in London." '
+                "Where did Ada Lovelace work?"
+            ),
+            md("## 4. Tidy up\n\nPipelines are in the registry with their task, and unload like any model."),
+            code("%llm_list"),
+            code("%llm_unload --all"),
+        ]
+    )
+
+
 NOTEBOOKS = {
     "quickstart.ipynb": quickstart,
     "tokenization_lesson.ipynb": tokenization_lesson,
     "quantization.ipynb": quantization,
+    "pipelines.ipynb": pipelines,
 }
 
 

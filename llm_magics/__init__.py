@@ -1,7 +1,7 @@
 """llm_magics: run open LLMs inside a notebook.
 
 `%load_ext llm_magics` registers `%llm_load`, `%llm_list`, `%llm_use`, `%llm_unload`,
-`%%llm_chat`, `%%llm_complete`, `%llm_history`, `%llm_reset` and `%tokens`. Loading the
+`%%llm_chat`, `%%llm_complete`, `%llm_history`, `%llm_reset`, `%tokens` and `%llm_pipe`. Loading the
 extension imports nothing heavy: torch and transformers arrive with the first `%llm_load`.
 """
 

@@ -521,20 +521,24 @@ def load_config(source: ModelSource, revision: str | None = None, trust_remote_c
         raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
 
 
-def estimate_memory(plan: LoadPlan) -> MemoryEstimate:
-    """Build the model on the meta device (no memory, no weights) and count what it would take."""
+def estimate_memory(plan: LoadPlan, auto_class: Any = None) -> MemoryEstimate:
+    """Build the model on the meta device (no memory, no weights) and count what it would take.
+
+    `auto_class` is the head to build (a task's, e.g. `AutoModelForMaskedLM`); a causal LM by default.
+    """
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.pytorch_utils import Conv1D
     from transformers.quantizers.base import get_keys_to_not_convert
 
     config = load_config(plan.source, plan.revision, plan.trust_remote_code)
+    head = auto_class or AutoModelForCausalLM
     try:
         with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=plan.trust_remote_code)
+            model = head.from_config(config, trust_remote_code=plan.trust_remote_code)
     except (ValueError, KeyError) as error:
         raise ModelLoadFailed(
-            f"{plan.source.label} is not a causal LM transformers knows: {_first_line(error)}"
+            f"{plan.source.label} is not {_head_name(head)} transformers knows: {_first_line(error)}"
         ) from error
     skipped = get_keys_to_not_convert(model)
     parameters = sum(p.numel() for p in model.parameters())
@@ -563,6 +567,12 @@ def estimate_memory(plan: LoadPlan) -> MemoryEstimate:
         chosen=plan_mode(plan),
         per_mode=per_mode,
     )
+
+
+def _head_name(auto_class: Any) -> str:
+    """How an error names the head a model lacks: "a causal LM", "an AutoModelForMaskedLM model"."""
+    name = getattr(auto_class, "__name__", str(auto_class))
+    return "a causal LM" if name == "AutoModelForCausalLM" else f"an {name} model"
 
 
 def plan_mode(plan: LoadPlan) -> str:
@@ -709,6 +719,15 @@ def _files_to_load(plan: LoadPlan, progress: Progress) -> tuple[str | Path, dict
     return source.hub_id, hub_access(source, plan.revision) | {"revision": plan.revision}
 
 
+@dataclass
+class LoadedWeights:
+    """A model and its tokenizer as `load_weights` built them, with the facts for the card."""
+
+    model: Any
+    tokenizer: Any
+    info: EngineInfo
+
+
 def load_model(
     plan: LoadPlan,
     *,
@@ -716,8 +735,28 @@ def load_model(
     progress: Progress = _no_progress,
 ) -> TransformersEngine | TokenizerEngine:
     """Load tokenizer and (unless tokenizer-only) weights into an engine; nothing is registered here."""
+    loaded = load_weights(plan, check_memory=check_memory, progress=progress)
+    if loaded.model is None:
+        engine: TransformersEngine | TokenizerEngine = TokenizerEngine(loaded.info, loaded.tokenizer)
+    else:
+        engine = TransformersEngine(loaded.info, loaded.tokenizer, loaded.model)
+    engine.plan = plan
+    return engine
+
+
+def load_weights(
+    plan: LoadPlan,
+    *,
+    auto_class: Any = None,
+    check_memory: bool = True,
+    progress: Progress = _no_progress,
+) -> LoadedWeights:
+    """Tokenizer and (unless tokenizer-only) weights, with `auto_class`'s head (a causal LM by
+    default): the load behind every in-process engine, checked against the estimate first."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    head = auto_class or AutoModelForCausalLM
 
     started = time.perf_counter()
     notes: list[str] = []
@@ -732,7 +771,7 @@ def load_model(
         # conversion, download or tokenizer read.
         if check_memory and not plan.tokenizer_only:
             progress("checking the memory estimate")
-            check_fits(plan, estimate_memory(plan))
+            check_fits(plan, estimate_memory(plan, head))
         location, access = _files_to_load(plan, progress)
         progress("reading the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(
@@ -754,13 +793,13 @@ def load_model(
                 load_seconds=time.perf_counter() - started,
                 notes=notes + ["tokenizer only: no weights loaded"],
             )
-            return TokenizerEngine(info, tokenizer)
+            return LoadedWeights(None, tokenizer, info)
 
         with _bars_to(progress), warnings.catch_warnings():
             # torch's weights_only reader warns about a pickle protocol it did not write, just
             # before it refuses the file: the refusal (UnsafeWeights) is the one line to show.
             warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._weights_only_unpickler")
-            model = AutoModelForCausalLM.from_pretrained(
+            model = head.from_pretrained(
                 location,
                 dtype=getattr(torch, plan.dtype),
                 quantization_config=quantization_config(plan),
@@ -771,8 +810,13 @@ def load_model(
     model.eval()
     if _weights_are_pickles(location, access):
         notes.append(PICKLE_WEIGHTS_NOTE)
-    if model.generation_config.pad_token_id is None and tokenizer.pad_token_id is not None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    generation_config = getattr(model, "generation_config", None)
+    if (
+        generation_config is not None
+        and generation_config.pad_token_id is None
+        and tokenizer.pad_token_id is not None
+    ):
+        generation_config.pad_token_id = tokenizer.pad_token_id
     if plan.quantization != "none":
         notes.append(f"compute dtype {plan.dtype}: {plan.dtype_reason}")
     info = EngineInfo(
@@ -790,7 +834,7 @@ def load_model(
         has_chat_template=has_chat_template(tokenizer),
         notes=notes,
     )
-    return TransformersEngine(info, tokenizer, model)
+    return LoadedWeights(model, tokenizer, info)
 
 
 PICKLE_WEIGHTS_NOTE = (

@@ -60,8 +60,26 @@ def _transformers(request: pytest.FixtureRequest) -> Subject:
     return Subject(engine, break_next)
 
 
-@pytest.fixture(params=["fake", pytest.param("transformers", marks=pytest.mark.slow)])
+def _text_generation_pipeline(request: pytest.FixtureRequest) -> Subject:
+    # `%llm_pipe text-generation`'s engine is a causal LM: it keeps the whole chat contract too.
+    from llm_magics.engines.pipeline import TextGenerationEngine, task_details
+
+    subject = _transformers(request)
+    tiny = subject.engine
+    engine = TextGenerationEngine(task_details("text-generation", tiny.info), tiny.tokenizer, tiny.model)
+    return Subject(engine, subject.break_next)
+
+
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("transformers", marks=pytest.mark.slow),
+        pytest.param("pipeline", marks=pytest.mark.slow),
+    ]
+)
 def subject(request: pytest.FixtureRequest) -> Subject:
+    if request.param == "pipeline":
+        return _text_generation_pipeline(request)
     return _fake() if request.param == "fake" else _transformers(request)
 
 

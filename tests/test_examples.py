@@ -26,6 +26,7 @@ NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 
 def test_the_three_notebooks_are_there() -> None:
     assert [path.name for path in NOTEBOOKS] == [
+        "pipelines.ipynb",
         "quantization.ipynb",
         "quickstart.ipynb",
         "tokenization_lesson.ipynb",

@@ -99,7 +99,12 @@ class RegistryTable:
         self.entries = list(entries)
         self.active = active
 
+    def _header(self) -> tuple[str, ...]:
+        # Engine-specific rows (a pipeline's task …) get a column when any entry has them.
+        return self.HEADER + (("details",) if any(e.details for e in self.entries) else ())
+
     def rows(self) -> list[tuple[str, ...]]:
+        details = len(self._header()) > len(self.HEADER)
         return [
             (
                 "*" if e.name == self.active else "",
@@ -110,6 +115,7 @@ class RegistryTable:
                 "-" if e.tokenizer_only else e.device,
                 "-" if e.tokenizer_only else format_bytes(e.footprint_bytes),
             )
+            + ((", ".join(f"{key}: {value}" for key, value in e.details),) if details else ())
             for e in self.entries
         ]
 
@@ -120,8 +126,8 @@ class RegistryTable:
         rows = self.rows()
         footer = "* active (used when no NAME is given); switch with %llm_use NAME"
         return {
-            "text/plain": _text_table(self.HEADER, rows) + "\n" + footer,
-            "text/html": _html_table(self.HEADER, rows) + f"<small>{html.escape(footer)}</small>",
+            "text/plain": _text_table(self._header(), rows) + "\n" + footer,
+            "text/html": _html_table(self._header(), rows) + f"<small>{html.escape(footer)}</small>",
         }
 
 

@@ -13,11 +13,12 @@ from IPython.core.magic import magics_class
 from .chat import ChatMagics
 from .models import ModelMagics
 from .next_token import NextTokenMagics
+from .pipe import PipeMagics
 from .tokens import TokenMagics
 
 
 @magics_class
-class LlmMagics(ModelMagics, ChatMagics, TokenMagics, NextTokenMagics):
+class LlmMagics(PipeMagics, ModelMagics, ChatMagics, TokenMagics, NextTokenMagics):
     """Load open LLMs, chat with them and look at their tokens, inside the notebook."""
 
 

@@ -28,14 +28,20 @@ def unquote(text: str) -> str:
     return text
 
 
-def parse(magic: Any, line: str, *, unclosed_hint: str = "close the quote") -> Namespace:
+def parse(
+    magic: Any, line: str, *, unclosed_hint: str = "close the quote", intermixed: bool = False
+) -> Namespace:
     """The options of `line` for `magic`, quotes stripped from every value the same way.
 
     An unclosed quote is one line (shlex's "No closing quotation"), not a traceback; argparse's
-    own complaints arrive as IPython's one-line `UsageError`.
+    own complaints arrive as IPython's one-line `UsageError`. `intermixed` lets a free-text
+    positional (`nargs="*"`) sit before or after the options (`%llm_pipe TASK --model M some text`).
     """
     try:
-        args = parse_argstring(magic, line)
+        if intermixed:
+            args = magic.parser.parse_intermixed_args(arg_split(line, strict=False))
+        else:
+            args = parse_argstring(magic, line)
     except ValueError as error:
         raise InvalidOption(f"Could not read the line ({error}): {unclosed_hint}.") from None
     for key, value in vars(args).items():

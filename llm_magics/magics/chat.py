@@ -21,6 +21,7 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 
 from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
+from ..display.pipe import CodeBlock
 from ..engines.base import Chats, Completes, Engine, ExplainsLimits, GenerationOptions, PreparedTurn, Reply
 from ..engines.transformers import TransformersEngine, decoding
 from ..errors import GenerationInterrupted, InvalidOption, NotLoaded
@@ -53,6 +54,7 @@ _GENERATION_ARGUMENTS = [
         "--out", metavar="VAR", help="Also keep the reply text in this variable (it is always in _llm_reply)."
     ),
     argument("--no-interpolate", action="store_true", help="Send {name} references as written."),
+    argument("--code", action="store_true", help="Also show the plain transformers code for this cell."),
 ]
 
 
@@ -173,6 +175,21 @@ class ChatMagics(SessionMagics):
             )
         for engine, _, prepared in turns:
             self._notices(engine, prepared)
+        if args.code:
+            from ..code import chat_code
+
+            engine, _, prepared = turns[0]
+            show(
+                CodeBlock(
+                    chat_code(
+                        getattr(engine, "plan", None),
+                        prepared.messages,
+                        options,
+                        plain_template=prepared.plain_template,
+                        fallback=engine.describe().source,
+                    )
+                )
+            )
         if len(turns) == 1:
             engine, session, prepared = turns[0]
             with self._stream(ReplyView, args) as stream:
@@ -236,6 +253,16 @@ class ChatMagics(SessionMagics):
         # A trailing space changes the next token, so only the cell's final newline is dropped.
         prompt = text[:-1] if text.endswith("\n") else text
         check_text(prompt, "The prompt")
+        if args.code:
+            from ..code import complete_code
+
+            show(
+                CodeBlock(
+                    complete_code(
+                        getattr(engine, "plan", None), prompt, options, fallback=engine.describe().source
+                    )
+                )
+            )
 
         def view(continuation: str, footer: str, state: ViewState) -> Any:
             return CompletionView(prompt, continuation, footer, state)

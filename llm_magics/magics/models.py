@@ -11,6 +11,7 @@ from traitlets import Bool, Enum, Float, Unicode
 
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, StatusLine
+from ..display.pipe import CodeBlock
 from ..engines.base import EngineInfo, HoldsModel
 from ..errors import InvalidOption
 from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
@@ -87,6 +88,7 @@ class ModelMagics(SessionMagics):
         default=None,
         help="With --endpoint: a local tokenizer for %%tokens, for servers without /tokenize.",
     )
+    @argument("--code", action="store_true", help="Also show the plain transformers code for this load.")
     @line_magic
     def llm_load(self, line: str = "") -> None:
         """Load an open causal LM into this session and make it the active model.
@@ -125,6 +127,10 @@ class ModelMagics(SessionMagics):
             trust_remote_code=args.trust_remote_code,
             tokenizer_only=args.tokenizer_only,
         )
+        if args.code:
+            from ..code import load_code
+
+            show(CodeBlock(load_code(plan)))
         if args.estimate:
             if args.tokenizer_only:
                 raise InvalidOption(

@@ -36,6 +36,8 @@ class TokenizerEngine:
         self.name = info.name
         self.info = info
         self._tokenizer = tokenizer
+        #: The `loading.LoadPlan` it was loaded with, where `load_model` built it (`--code` shows it).
+        self.plan: Any = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} from {self.info.source}>"

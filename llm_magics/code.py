@@ -1,0 +1,222 @@
+"""`--code`: the plain, runnable transformers code that does what a magic did.
+
+Each function returns Python source built from what the magic actually used: the load plan (the
+compute dtype chosen for this machine, the `BitsAndBytesConfig`, the device map), the messages the
+chat template saw, the sampling options, the pipeline's task and arguments. The model is named by
+the hub id or path it was loaded from (a bundled GGUF by its file, with `gguf_file=`), so the code
+runs in a fresh Python as it is. Nothing here imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .conversation import Message
+from .engines.base import GenerationOptions
+
+
+def _kwargs(pairs: Sequence[tuple[str, str]], indent: str = "") -> str:
+    """`name=value` arguments (values already code; no name: positional), on one line when short,
+    else one per line."""
+    items = [f"{name}={value}" if name else value for name, value in pairs]
+    inline = ", ".join(items)
+    if len(inline) + len(indent) <= 70 and "\n" not in inline:
+        return inline
+    return "\n" + "".join(f"{indent}    {item},\n" for item in items) + indent
+
+
+def _generate_pairs(options: GenerationOptions) -> list[tuple[str, str]]:
+    from .engines.transformers.generation import generate_kwargs
+
+    return [(name, repr(value)) for name, value in generate_kwargs(options).items()]
+
+
+def _quantization(plan: Any) -> str | None:
+    """The `BitsAndBytesConfig(...)` expression `loading.quantization_config` builds, or None."""
+    if plan is None or plan.quantization == "none":
+        return None
+    if plan.quantization == "8bit":
+        return "BitsAndBytesConfig(load_in_8bit=True)"
+    return (
+        "BitsAndBytesConfig(\n"
+        "    load_in_4bit=True,\n"
+        '    bnb_4bit_quant_type="nf4",\n'
+        "    bnb_4bit_use_double_quant=True,\n"
+        f"    bnb_4bit_compute_dtype=torch.{plan.dtype},  # {plan.dtype_reason}\n"
+        ")"
+    )
+
+
+def _location(plan: Any, fallback: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Lines naming the model (`model_id = ...`) and the from_pretrained arguments that go with them."""
+    source = getattr(plan, "source", None)
+    if source is None:
+        return [f"model_id = {fallback!r}"], []
+    pairs: list[tuple[str, str]] = []
+    if source.kind == "gguf":
+        lines = [
+            f"model_id = {str(source.path.parent)!r}",
+            f"gguf_file = {source.path.name!r}  # read and dequantized by transformers (takes a while)",
+        ]
+        pairs.append(("gguf_file", "gguf_file"))
+        if source.bundled:
+            lines.insert(
+                0, "# The bundled SmolLM2-135M-Instruct; from the hub: HuggingFaceTB/SmolLM2-135M-Instruct"
+            )
+    elif source.kind == "folder":
+        lines = [f"model_id = {str(source.path)!r}"]
+    else:
+        lines = [f"model_id = {source.hub_id!r}"]
+        if plan.revision:
+            pairs.append(("revision", repr(plan.revision)))
+    if plan.trust_remote_code:
+        pairs.append(("trust_remote_code", "True"))
+    return lines, pairs
+
+
+def load_code(plan: Any, *, fallback: str = "MODEL", auto_class: str = "AutoModelForCausalLM") -> str:
+    """`%llm_load`: the tokenizer and the model, as `loading.load_model` built them."""
+    location, access = _location(plan, fallback)
+    quantization = _quantization(plan)
+    tokenizer_only = bool(getattr(plan, "tokenizer_only", False))
+    names = ["AutoTokenizer"] if tokenizer_only else [auto_class, "AutoTokenizer"]
+    if quantization:
+        names.append("BitsAndBytesConfig")
+    lines = [] if tokenizer_only else ["import torch"]
+    lines += [f"from transformers import {', '.join(names)}", "", *location]
+    lines.append(f"tokenizer = AutoTokenizer.from_pretrained({_kwargs([('', 'model_id'), *access])})")
+    if tokenizer_only:
+        return "\n".join(lines)
+    if quantization:
+        lines.append(f"quantization_config = {quantization}")
+    pairs = [("", "model_id"), *access]
+    if plan is not None:
+        pairs.append(("dtype", f"torch.{plan.dtype}"))
+        if plan.device_map:
+            pairs.append(("device_map", repr(plan.device_map)))
+    if quantization:
+        pairs.append(("quantization_config", "quantization_config"))
+    lines.append(f"model = {auto_class}.from_pretrained({_kwargs(pairs)})")
+    return "\n".join(lines)
+
+
+def _messages(messages: Sequence[Message]) -> str:
+    rows = "".join(f"    {{'role': {m['role']!r}, 'content': {m['content']!r}}},\n" for m in messages)
+    return f"messages = [\n{rows}]"
+
+
+def chat_code(
+    plan: Any,
+    messages: Sequence[Message],
+    options: GenerationOptions,
+    *,
+    plain_template: bool = False,
+    fallback: str = "MODEL",
+) -> str:
+    """`%%llm_chat`: the conversation through the chat template, streamed with `TextStreamer`."""
+    from .prompts import PLAIN_STOP, render_plain
+
+    lines = [load_code(plan, fallback=fallback), "from transformers import TextStreamer", ""]
+    lines.append(_messages(messages))
+    if plain_template:
+        lines += [
+            "# No chat template: a plain 'User: … Assistant:' transcript, stopped at the next 'User:'.",
+            f"prompt = {render_plain(messages)!r}",
+            "inputs = tokenizer(prompt, return_tensors='pt').to(model.device)",
+        ]
+        extra = [("stop_strings", repr([PLAIN_STOP])), ("tokenizer", "tokenizer")]
+    else:
+        lines += [
+            "inputs = tokenizer.apply_chat_template(",
+            "    messages, add_generation_prompt=True, return_dict=True, return_tensors='pt'",
+            ").to(model.device)",
+        ]
+        extra = []
+    lines += _generate_lines(options, extra, "reply")
+    return "\n".join(lines)
+
+
+def complete_code(plan: Any, prompt: str, options: GenerationOptions, *, fallback: str = "MODEL") -> str:
+    """`%%llm_complete`: raw continuation, no chat template."""
+    lines = [load_code(plan, fallback=fallback), "from transformers import TextStreamer", ""]
+    lines += [f"prompt = {prompt!r}", "inputs = tokenizer(prompt, return_tensors='pt').to(model.device)"]
+    lines += _generate_lines(options, [], "continuation")
+    return "\n".join(lines)
+
+
+def _generate_lines(options: GenerationOptions, extra: list[tuple[str, str]], result: str) -> list[str]:
+    lines = ["streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)"]
+    if options.seed is not None:
+        lines.append(f"torch.manual_seed({options.seed})")
+    pairs = [("", "**inputs"), ("streamer", "streamer"), *_generate_pairs(options), *extra]
+    lines.append(f"output = model.generate({_kwargs(pairs)})")
+    lines.append(
+        f"{result} = tokenizer.decode(output[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True)"
+    )
+    return lines
+
+
+_PIPE_VARIABLES = {
+    "text-classification": "classifier",
+    "sentiment-analysis": "classifier",
+    "zero-shot-classification": "classifier",
+    "text-generation": "generator",
+    "fill-mask": "unmasker",
+    "token-classification": "ner",
+    "ner": "ner",
+    "question-answering": "qa",
+    "summarization": "summarizer",
+}
+
+
+def pipeline_code(
+    task: str,
+    plan: Any,
+    inputs: str | Sequence[str],
+    options: dict[str, Any],
+    *,
+    default: tuple[str, str | None] | None = None,
+    over_loaded_model: bool = False,
+    fallback: str = "MODEL",
+) -> str:
+    """`%llm_pipe`: `pipeline(task, model=...)` and the call with the options used.
+
+    `default` is the task's default (id, revision) when no --model was given; `over_loaded_model`
+    when the pipeline wraps a model already loaded (a chat model, a GGUF): then the code loads it as
+    `%llm_load --code` shows, and hands the objects to `pipeline`.
+    """
+    variable = _PIPE_VARIABLES.get(task, "translator" if task.startswith("translation") else "pipe")
+    source = getattr(plan, "source", None)
+    lines: list[str] = []
+    if over_loaded_model or (source is not None and source.kind == "gguf"):
+        lines += [load_code(plan, fallback=fallback), "from transformers import pipeline", ""]
+        lines.append(f"{variable} = pipeline({task!r}, model=model, tokenizer=tokenizer)")
+    else:
+        quantization = _quantization(plan)
+        names = ["pipeline"] + (["BitsAndBytesConfig"] if quantization else [])
+        lines += ["import torch", f"from transformers import {', '.join(names)}", ""]
+        location, access = _location(plan, fallback)
+        if default is not None:
+            lines.append(f"# pipeline({task!r}) with no model picks this same default")
+        lines += location
+        pairs = [("", repr(task)), ("model", "model_id"), *access]
+        if plan is not None:
+            pairs.append(("dtype", f"torch.{plan.dtype}"))
+            if plan.device_map:
+                pairs.append(("device_map", repr(plan.device_map)))
+        if quantization:
+            lines.append(f"quantization_config = {quantization}")
+            pairs.append(("model_kwargs", '{"quantization_config": quantization_config}'))
+        lines.append(f"{variable} = pipeline({_kwargs(pairs)})")
+    call = [("", repr(inputs if isinstance(inputs, str) else list(inputs)))]
+    seed = options.get("seed")
+    if seed is not None:
+        lines.append(f"torch.manual_seed({seed})")
+    call += [(name, repr(value)) for name, value in options.items() if name != "seed"]
+    lines.append(f"result = {variable}({_kwargs(call)})")
+    lines.append("print(result)")
+    return "\n".join(lines)
+
+
+__all__ = ["chat_code", "complete_code", "load_code", "pipeline_code"]
