@@ -22,6 +22,7 @@ import pickle
 import re
 import shutil
 import socket
+import struct
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -517,7 +518,8 @@ def load_config(source: ModelSource, revision: str | None = None, trust_remote_c
         )
     except (HubUnreachable, ModelNotFound):
         raise
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, RecursionError, struct.error) as error:
+        # A config nested past Python's recursion limit, a GGUF header the reader cannot unpack.
         raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
 
 
@@ -691,7 +693,7 @@ def _transformers_errors(plan: LoadPlan) -> Iterator[None]:
             raise
         # transformers checks for (a working) bitsandbytes only once it builds the quantizer.
         raise QuantizationUnavailable(f"--quant {plan.quantization} failed: {_first_line(error)}") from error
-    except (SafetensorError, ValueError, KeyError) as error:
+    except (SafetensorError, ValueError, KeyError, RecursionError, struct.error) as error:
         raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
     except pickle.UnpicklingError as error:
         # torch.load(weights_only=True) met something other than tensors in a pickle: code that
