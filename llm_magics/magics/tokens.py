@@ -23,6 +23,10 @@ class TokenMagics(SessionMagics):
     tokens_show_ids = Bool(False, help="Show each token's id under it in %tokens views (as with --ids).").tag(
         config=True
     )
+    tokens_live_max_tokens = Int(
+        300,
+        help="Tokens %tokens --live draws (each pause in typing re-sends the view); --max-tokens overrides.",
+    ).tag(config=True)
     tokens_top_k = Int(5, help="Alternatives listed per token by %tokens --probs.").tag(config=True)
 
     @magic_arguments()
@@ -83,7 +87,10 @@ class TokenMagics(SessionMagics):
             %%tokens --max-tokens 500
             A longer text, {variable} substituted from your namespace.
 
-        Settings: `%config LlmMagics.tokens_max_tokens = 5000`, `tokens_show_ids`, `tokens_top_k`.
+        `--live` redraws when typing pauses, showing the first 300 tokens (counts stay exact).
+
+        Settings: `%config LlmMagics.tokens_max_tokens = 5000`, `tokens_live_max_tokens`,
+        `tokens_show_ids`, `tokens_top_k`.
         """
         from ..display.tokens import TokenExplorer, TokenView
         from ..tokens import analyse, analyse_chat, with_probabilities
@@ -138,6 +145,9 @@ class TokenMagics(SessionMagics):
                     "--live shows one tokenizer at a time (pick it in the explorer); drop --compare/--probs."
                 )
             by_name = {item.name: item for item in self.registry}
+            live_max = self.tokens_live_max_tokens if args.max_tokens is None else args.max_tokens
+            if live_max < 1:
+                raise InvalidOption(f"tokens_live_max_tokens must be at least 1, not {live_max}.")
 
             def render(name: str, typed: str) -> TokenView:
                 chosen = by_name[name]
@@ -146,9 +156,9 @@ class TokenMagics(SessionMagics):
                     typed,
                     name=name,
                     context_length=chosen.context_window(),
-                    max_tokens=max_tokens,
+                    max_tokens=live_max,
                 )
-                return TokenView([view], show_ids=show_ids, max_tokens=max_tokens)
+                return TokenView([view], show_ids=show_ids, max_tokens=live_max)
 
             show(TokenExplorer(list(by_name), render, text=text, name=entry.name))
             return None
