@@ -11,8 +11,18 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import llm_magics  # noqa: E402
 from llm_magics.registry import ModelEntry, has_chat_template  # noqa: E402
 from tests import factories  # noqa: E402
+
+# `make test-colab` and `make test-py313` test the installed wheel: the checkout must not shadow it.
+if os.environ.get("LLM_MAGICS_EXPECT_INSTALLED"):
+    _imported = Path(llm_magics.__file__).resolve()
+    assert "site-packages" in _imported.parts, f"tests imported {_imported}, not the installed wheel"
+
+
+def pytest_report_header() -> str:
+    return f"llm_magics imported from {Path(llm_magics.__file__).resolve().parent}"
 
 
 @pytest.fixture(scope="session", autouse=True)
