@@ -83,8 +83,9 @@ wheel:
 
 # Colab's runtime (Aug 2026) pins these; installing our wheel must change none of them. Python is
 # 3.11, not Colab's 3.13, because torch==2.13.0 for 3.11 is the only CPU build on this disk.
-# `make test-colab COLAB_TRANSFORMERS=5.0.0` tests the oldest transformers we support (a venv of
-# its own, and only COLAB_TESTS_OLD, the loading and chat tests).
+# `make test-colab COLAB_TRANSFORMERS=5.0.0` tests the oldest transformers we support with the
+# oldest accelerate (1.2.0: 1.1 lacks what transformers 5 imports), in a venv of its own, running
+# only COLAB_TESTS_OLD, the loading and chat tests.
 COLAB_PYTHON       ?= $(HOME)/.pyenv/versions/3.11.7/bin/python
 COLAB_TRANSFORMERS ?= 5.15.0
 COLAB_ACCELERATE   ?= 1.14.0
@@ -113,12 +114,13 @@ test-colab: $(COLAB_VENV)/.pinned
 	$(COLAB_VENV)/bin/python .ci/check_pins.py $(COLAB_VENV)/freeze-pinned.txt "$(TORCH_PIN)" $(COLAB_PINS)
 	$(COLAB_VENV)/bin/python -m pip install -q $(COLAB_TEST_TOOLS) "$(TORCH_PIN)" $(COLAB_PINS)
 	$(COLAB_VENV)/bin/python .ci/check_pins.py $(COLAB_VENV)/freeze-pinned.txt "$(TORCH_PIN)" $(COLAB_PINS)
-	.ci/run_installed $(COLAB_VENV)/bin/python build/colab-tests $(COLAB_TESTS)
+	.ci/run_installed $(COLAB_VENV)/bin/python build/tests$(COLAB_VENV) $(COLAB_TESTS)
 
-# The front ends a notebook user meets, each with the Colab env's kernel (ipywidgets 7.7.1 and the
-# installed wheel): Notebook 7 (the Colab env's own `notebook`, pulled in by widgetsnbextension),
-# and classic Notebook 6 with widgetsnbextension 3.6.10, whose widget manager speaks widgets 7 as
-# Colab's does. The browser (Playwright) runs from $(VENV); run `make test-colab` first.
+# `%tokens --live` in two more front ends: classic Notebook 6 with widgetsnbextension 3.6.10 (a
+# widget manager that speaks widgets 7, as Colab's does) and a kernel from the Colab env (ipywidgets
+# 7.7.1, the installed wheel); and Notebook 7 (the Colab env's own `notebook` 7, pulled in by
+# widgetsnbextension) with $(VENV)'s kernel, since Notebook 7 renders only ipywidgets 8.
+# Playwright runs from $(VENV).
 CLASSIC_VENV ?= .venv-classic
 CLASSIC_PINS ?= "notebook<7" widgetsnbextension==3.6.10
 
@@ -153,7 +155,7 @@ test-py313: $(PY313_VENV)/.installed
 	$(PY313_VENV)/bin/python -m pip install -q --no-deps dist/*.whl
 	@if $(PY313_VENV)/bin/python -c "import torch" 2>/dev/null; then \
 		echo "error: torch is importable in $(PY313_VENV); the torchfree run must prove it needs none"; exit 1; fi
-	.ci/run_installed $(PY313_VENV)/bin/python build/py313-tests tests -m torchfree
+	.ci/run_installed $(PY313_VENV)/bin/python build/tests$(PY313_VENV) tests -m torchfree
 
 clean:
 	rm -rf $(VENV) $(PEERS_VENV) .venv-colab* $(PY313_VENV) $(CLASSIC_VENV) dist build .pytest_cache .mypy_cache .ruff_cache
