@@ -92,7 +92,7 @@ def test_progress_without_transformers_tqdm_hook_shows_the_stage_and_no_bars(she
     """transformers before 5.4 has no set_tqdm_hook: the stage is shown, its bars are turned off."""
     from transformers.utils import logging as hf_logging
 
-    monkeypatch.delattr(hf_logging, "set_tqdm_hook")
+    monkeypatch.delattr(hf_logging, "set_tqdm_hook", raising=False)  # absent before 5.4
     hf_logging.enable_progress_bar()
     result, captured = run(shell, f"%llm_load {tiny_models['llama']}")
     assert result.success, result.error_in_exec
