@@ -592,6 +592,9 @@ def estimate_memory(plan: LoadPlan) -> MemoryEstimate:
         raise ModelLoadFailed(
             f"{plan.source.label} is not a causal LM transformers knows: {_first_line(error)}"
         ) from error
+    # from_config ties shared weights (the output head to the embeddings) in newer transformers
+    # only; 5.0 leaves them apart on the meta device, and the estimate would count them twice.
+    model.tie_weights()
     skipped = _keys_to_not_convert(model)
     parameters = sum(p.numel() for p in model.parameters())
     quantizable = 0
