@@ -88,7 +88,7 @@ wheel:
 # only COLAB_TESTS_OLD, the loading and chat tests.
 COLAB_PYTHON       ?= $(HOME)/.pyenv/versions/3.11.7/bin/python
 COLAB_TRANSFORMERS ?= 5.15.0
-COLAB_ACCELERATE   ?= 1.14.0
+COLAB_ACCELERATE   ?= $(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),1.2.0,1.14.0)
 COLAB_VENV         ?= .venv-colab$(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),-$(COLAB_TRANSFORMERS))
 COLAB_PINS         ?= transformers==$(COLAB_TRANSFORMERS) accelerate==$(COLAB_ACCELERATE) ipython==7.34.0 \
 	ipykernel==6.17.1 traitlets==5.7.1 ipywidgets==7.7.1 widgetsnbextension==3.6.10 psutil==5.9.5
