@@ -39,7 +39,7 @@ browser-deps:
 	fi
 
 test: env browser-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not frontends"
 
 lint: env
 	$(BIN)/ruff check llm_magics tests benchmarks
@@ -134,7 +134,7 @@ $(CLASSIC_VENV)/.installed: Makefile
 test-frontends: env browser-deps $(COLAB_VENV)/.pinned $(CLASSIC_VENV)/.installed
 	LLM_MAGICS_COLAB_PYTHON=$(abspath $(COLAB_VENV))/bin/python \
 	LLM_MAGICS_CLASSIC_PYTHON=$(abspath $(CLASSIC_VENV))/bin/python \
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/test_browser.py -k "notebook7 or classic"
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/test_browser.py -m frontends
 
 # Python 3.13 (Colab's) without torch or transformers: the wheel with --no-deps plus its light
 # dependencies, running the tests marked torchfree; it fails when torch is importable.

@@ -232,6 +232,7 @@ def _type_and_watch(page, app: str, widgets: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.browser
+@pytest.mark.frontends
 @pytest.mark.parametrize("app", ["notebook7", "notebook6"])
 def test_live_tokens_render_and_follow_typing(app: str, tmp_path: Path) -> None:
     """Notebook 7 (its widget manager is ipywidgets 8's) with this environment's kernel; classic
