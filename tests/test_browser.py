@@ -1,14 +1,24 @@
-"""The quickstart in JupyterLab, in headless Chromium: run all cells, see the reply and the tokens.
+"""The front ends in headless Chromium.
 
-The notebook served is a copy of examples/quickstart.ipynb with a few cells appended that show
-hostile text through %tokens, a chat conversation and the reply view; a dialog opened by any of
-them fails the test. The screenshot lands in build/quickstart-jupyterlab.png.
+The quickstart in JupyterLab: run all cells, see the reply and the tokens. The notebook served is
+a copy of examples/quickstart.ipynb with a few cells appended that show hostile text through
+%tokens, a chat conversation and the reply view; a dialog opened by any of them fails the test.
+The screenshot lands in build/quickstart-jupyterlab.png.
+
+`%tokens --live` in Notebook 7 and in classic Notebook 6 (whose widget manager, widgetsnbextension
+3.6.10, speaks widgets 7 as Colab's does), each with a kernel from Colab's package set (ipywidgets
+7.7.1, the installed wheel): the widget renders and its view follows typing, once per pause.
+`make test-frontends` builds those environments and names them in LLM_MAGICS_COLAB_PYTHON and
+LLM_MAGICS_CLASSIC_PYTHON. Screenshots: build/live-notebook7.png, build/live-notebook6.png.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +26,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from tests.frontend.lab import chromium, find_chromium, jupyterlab
+from tests.frontend.lab import chromium, find_chromium, jupyter_server, jupyterlab, require
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "build" / "quickstart-jupyterlab.png"
@@ -151,6 +161,86 @@ NEXT_CELLS = [
 ]
 
 
+# --- %tokens --live in front ends that speak widgets 7 -------------------------------------------
+
+LIVE_CELLS = [
+    new_code_cell(
+        "%load_ext llm_magics\n"
+        "import ipywidgets, llm_magics\n"
+        "print('ipywidgets', ipywidgets.__version__, 'llm_magics from', llm_magics.__file__)"
+    ),
+    new_code_cell("%llm_load --tokenizer-only"),
+    new_code_cell("%tokens --live Hello there"),
+]
+TYPED = " naïve café"
+
+
+def _python_from(variable: str) -> str:
+    path = os.environ.get(variable, "")
+    if not path or not Path(path).is_file():
+        require(f"${variable}", "run `make test-frontends`, which builds the environment and sets it")
+    return path
+
+
+def _live_notebook(folder: Path) -> str:
+    nb = nbformat.v4.new_notebook(cells=LIVE_CELLS)
+    nb.metadata["kernelspec"] = {
+        "name": "test-kernel",
+        "display_name": "Python 3 (test kernel)",
+        "language": "python",
+    }
+    nbformat.write(nb, folder / "live.ipynb")
+    return "live.ipynb"
+
+
+def _type_and_watch(page, app: str, widgets: str) -> None:
+    """The explorer rendered without a widget error; typing redraws its view once per pause."""
+    textarea = page.locator(".widget-textarea textarea").first
+    error = page.get_by_text("Click to show javascript error").first
+    textarea.or_(error).wait_for(timeout=120_000)
+    if error.is_visible():
+        error.click()
+        page.wait_for_timeout(500)
+        shown = page.locator(".jp-OutputArea-output, .output_subarea").last.inner_text()
+        raise AssertionError(f"the widget failed to render: {shown[:1500]}")
+    view = page.locator(".widget-html .llm-tok .text").first
+    view.wait_for(timeout=30_000)
+    assert "Hello" in view.inner_text()
+    for broken in ("Click to show javascript error", "Error displaying widget", "Failed to load model class"):
+        assert page.get_by_text(broken).count() == 0, broken
+    # Count the redraws while typing: each one replaces the HTML widget's content.
+    page.evaluate(
+        """() => {
+            window.redraws = 0;
+            const box = document.querySelector('.widget-html');
+            new MutationObserver(() => { window.redraws += 1; }).observe(box, {childList: true, subtree: true});
+        }"""
+    )
+    textarea.click()
+    page.keyboard.press("End")
+    textarea.press_sequentially(TYPED, delay=40)  # 40 ms between keys: faster than the 0.3 s pause
+    deadline = time.monotonic() + 30
+    while "café" not in view.inner_text() and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    text = view.inner_text()
+    assert "naïve" in text and "café" in text, text
+    page.wait_for_timeout(1000)
+    redraws = page.evaluate("() => window.redraws")
+    assert 1 <= redraws <= 4, f"{redraws} redraws for {len(TYPED)} keystrokes"
+    printed = (
+        page.locator(".output_subarea, .jp-OutputArea-output")
+        .filter(has_text="llm_magics from")
+        .first.inner_text()
+    )
+    assert f"ipywidgets {widgets}" in printed, printed
+    if app == "notebook6":
+        assert "site-packages" in printed, "the Colab env's kernel runs the installed wheel"
+    shot = ROOT / "build" / f"live-{app}.png"
+    shot.parent.mkdir(exist_ok=True)
+    page.locator(".widget-vbox").first.screenshot(path=str(shot))
+    print(f"{app}: {redraws} redraws for {len(TYPED)} keystrokes; screenshot {shot}")
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_llm_next_bars_and_live_sliders_in_jupyterlab(tmp_path: Path) -> None:
@@ -223,3 +313,72 @@ def test_llm_next_bars_and_live_sliders_in_jupyterlab(tmp_path: Path) -> None:
         page.wait_for_timeout(300)
         page.screenshot(path=str(NEXT_SCREENSHOT.with_name("llm-next-live-jupyterlab.png")), full_page=False)
     assert NEXT_SCREENSHOT.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.frontends
+@pytest.mark.parametrize("app", ["notebook7", "notebook6"])
+def test_live_tokens_render_and_follow_typing(app: str, tmp_path: Path) -> None:
+    """Notebook 7 (its widget manager is ipywidgets 8's) with this environment's kernel; classic
+    Notebook 6 (widgetsnbextension 3.6.10, Colab's widgets 7) with a kernel from Colab's set.
+
+    An ipywidgets 7 kernel behind Notebook 7 or JupyterLab 4 cannot work: their manager registers
+    only the widgets 8 modules ("@jupyter-widgets/controls ^1.5.0 is not registered").
+    """
+    import ipywidgets
+
+    find_chromium()
+    colab_python = _python_from("LLM_MAGICS_COLAB_PYTHON")
+    if app == "notebook7":
+        # The Colab env's `notebook` 7 serves; the kernel is this Python, with ipywidgets 8.
+        server_python, kernel_python, widgets = colab_python, sys.executable, ipywidgets.__version__
+    else:
+        server_python, kernel_python, widgets = (
+            _python_from("LLM_MAGICS_CLASSIC_PYTHON"),
+            colab_python,
+            "7.7.1",
+        )
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    name = _live_notebook(root)
+    started = time.perf_counter()
+    with (
+        jupyter_server(app, server_python, root, tmp_path, kernel_python=kernel_python) as server,
+        chromium(tmp_path / "profile", viewport=(1280, 900)) as context,
+    ):
+        page = context.new_page()
+        page.goto(server.page_url(name))
+        if app == "notebook6":
+            page.wait_for_function(
+                "() => window.Jupyter && Jupyter.notebook && Jupyter.notebook.kernel"
+                " && Jupyter.notebook.kernel.is_connected()",
+                timeout=120_000,
+            )
+            # The explorer's cell runs once the others have: in classic Notebook a widget created
+            # while its manager is still asking the kernel for existing widgets may never show.
+            page.evaluate("() => Jupyter.notebook.execute_cells([0, 1])")
+            page.locator(".output_subarea").filter(has_text="Loaded smollm2").wait_for(timeout=120_000)
+            page.wait_for_timeout(1000)
+            page.evaluate("() => Jupyter.notebook.execute_cells([2])")
+        else:
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
+            # Notebook 7 may ask which kernel to start although the notebook names one.
+            dialog = page.locator(".jp-Dialog").filter(has_text="Select Kernel")
+            from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+            with contextlib.suppress(PlaywrightTimeout):
+                dialog.wait_for(timeout=5_000)
+            if dialog.count():
+                dialog.locator("select").select_option(label="Python 3 (test kernel)")
+                dialog.get_by_role("button", name="Select", exact=True).click()
+            page.locator(".jp-Notebook .jp-Cell").first.click()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            _type_and_watch(page, app, widgets)
+        except Exception:
+            (ROOT / "build").mkdir(exist_ok=True)
+            page.screenshot(path=str(ROOT / "build" / f"live-{app}-failed.png"), full_page=True)
+            raise
+    print(f"{app}: {time.perf_counter() - started:.1f} s")

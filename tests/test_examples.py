@@ -43,9 +43,39 @@ def test_notebooks_are_valid_and_committed_without_outputs(path: Path) -> None:
     nbformat.validate(nb)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
-    # Every notebook opens with the Colab badge and the guarded install cell.
-    assert "colab-badge.svg" in nb.cells[0].source
+    # Every notebook opens with its title and the guarded install cell.
+    assert nb.cells[0].source.startswith("# ")
     assert "google.colab" in code[0].source and "%pip install" in code[0].source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_install_cell_installs_only_what_colab_lacks_from_the_uploaded_wheel(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    cell = next(cell.source for cell in nb.cells if cell.cell_type == "code")
+    installs = [line.strip() for line in cell.splitlines() if "%pip install" in line]
+    assert installs[0] == "%pip install -q {wheels[-1]}"
+    assert "/content/ipython_llm_magics-*.whl" in cell and "pip wheel . --no-deps -w dist" in cell
+    # Nothing Colab ships is named, so nothing of Colab's is upgraded and no restart is needed.
+    named = " ".join(installs)
+    for shipped in ("torch", "transformers", "accelerate", "ipython ", "ipywidgets", "-U", "--upgrade"):
+        assert shipped not in named, shipped
+    assert ("bitsandbytes" in named) == ("--quant" in _all_source(nb)), "bitsandbytes only where it quantizes"
+    # No address while the repository has none: no badge, no URL.
+    assert "://" not in cell and "colab-badge" not in nb.cells[0].source
+
+
+def _all_source(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(cell.source for cell in nb.cells)
+
+
+def test_with_a_repository_address_the_notebooks_get_a_badge_and_install_from_it(monkeypatch) -> None:
+    monkeypatch.setattr(_build_notebooks, "REPOSITORY", "someone/llm_magics")
+    nb = _build_notebooks.quickstart()
+    assert "colab.research.google.com/github/someone/llm_magics/blob/main/examples/" in nb.cells[0].source
+    assert (
+        '%pip install -q "ipython-llm-magics @ git+https://github.com/someone/llm_magics"'
+        in nb.cells[1].source
+    )
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.torchfree
 def test_load_ext_imports_neither_torch_nor_transformers():
     code = (
         "import sys\n"

@@ -16,6 +16,7 @@ from llm_magics.errors import (
     ModelLoadFailed,
     ModelNotFound,
     QuantizationUnavailable,
+    TransformersUnsupported,
 )
 from llm_magics.loading import Hardware, choose_compute_dtype, plan_load, resolve_source
 
@@ -251,3 +252,35 @@ def test_pad_token_is_set_from_eos(tiny_models):
     assert entry.model.generation_config.pad_token_id == entry.tokenizer.eos_token_id
     assert entry.describe().has_chat_template is False
     assert entry.describe().context_length == 256
+
+
+# ------------------------------------------------------------------ older transformers
+
+
+def test_the_converted_gguf_cache_depends_on_the_transformers_version(bundled_gguf, monkeypatch):
+    monkeypatch.setattr(loading, "installed_transformers", lambda: "5.15.0")
+    on_colab = loading.converted_folder(bundled_gguf)
+    assert loading.converted_folder(bundled_gguf) == on_colab, "the same file and version: the same folder"
+    monkeypatch.setattr(loading, "installed_transformers", lambda: "5.24.0")
+    assert loading.converted_folder(bundled_gguf) != on_colab
+    monkeypatch.setattr(loading, "CONVERSION_FORMAT", loading.CONVERSION_FORMAT + 1)
+    assert len({loading.converted_folder(bundled_gguf), on_colab}) == 2
+
+
+@pytest.mark.parametrize("installed", ["4.57.6", None])
+def test_transformers_older_than_5_or_missing_stops_the_plan(installed, monkeypatch):
+    monkeypatch.setattr(loading, "installed_transformers", lambda: installed)
+    with pytest.raises(TransformersUnsupported, match=r'%pip install "transformers>=5\.0"'):
+        plan_load(resolve_source("someone/some-model"), hardware=CPU)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_estimate_without_transformers_rule_skips_the_same_layers(tiny_models, family, monkeypatch):
+    """transformers releases without `get_keys_to_not_convert` get the same estimate from our copy."""
+    import transformers.quantizers.base
+
+    plan = plan_load(resolve_source(str(tiny_models[family])), quantization="4bit", hardware=CPU)
+    with_rule = loading.estimate_memory(plan)
+    monkeypatch.delattr(transformers.quantizers.base, "get_keys_to_not_convert")
+    without = loading.estimate_memory(plan)
+    assert (without.quantizable, without.per_mode) == (with_rule.quantizable, with_rule.per_mode)

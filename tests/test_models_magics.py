@@ -73,6 +73,10 @@ def test_card_has_the_promised_fields_in_text_and_html(shell, tiny_models):
     assert "<script" not in page
 
 
+@pytest.mark.skipif(
+    not hasattr(__import__("transformers.utils.logging").utils.logging, "set_tqdm_hook"),
+    reason="transformers < 5.4 cannot redirect its bars (the next test covers what it shows)",
+)
 def test_progress_bar_while_loading_then_the_card_in_its_place(shell, tiny_models):
     import re
 
@@ -83,6 +87,33 @@ def test_progress_bar_while_loading_then_the_card_in_its_place(shell, tiny_model
     assert all(out.update for out in captured.outputs[1:]), "one output, updated in place"
     assert texts[-1].startswith("Loaded tiny-llama")
     assert "it/s" not in captured.stderr, "no tqdm bars besides ours"
+
+
+def test_progress_without_transformers_tqdm_hook_shows_the_stage_and_no_bars(shell, tiny_models, monkeypatch):
+    """transformers before 5.4 has no set_tqdm_hook: the stage is shown, its bars are turned off."""
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.delattr(hf_logging, "set_tqdm_hook", raising=False)  # absent before 5.4
+    hf_logging.enable_progress_bar()
+    result, captured = run(shell, f"%llm_load {tiny_models['llama']}")
+    assert result.success, result.error_in_exec
+    texts = [out.data["text/plain"] for out in captured.outputs]
+    assert "Loading tiny-llama: loading weights" in texts, texts
+    assert texts[-1].startswith("Loaded tiny-llama")
+    assert "it/s" not in captured.stderr and "%|" not in captured.stderr, "no tqdm bars besides ours"
+    assert hf_logging.is_progress_bar_enabled(), "the user's setting is restored"
+
+
+def test_transformers_4_at_llm_load_is_one_line_saying_what_to_install(shell, monkeypatch):
+    from llm_magics import loading
+
+    monkeypatch.setattr(loading, "installed_transformers", lambda: "4.57.6")
+    result, captured = run(shell, "%llm_load")
+    assert_one_line_error(
+        result, captured, "TransformersUnsupported", "transformers 4.57.6 is older than 5.0, the oldest"
+    )
+    assert '%pip install "transformers>=5.0"' in captured.stdout + captured.stderr
+    assert len(magics(shell).registry) == 0
 
 
 def test_terminal_progress_is_one_line_per_stage(shell, tiny_models):

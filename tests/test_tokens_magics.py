@@ -313,6 +313,115 @@ def test_live_explorer_updates_as_you_type_and_pick(gpt2_tokenizer, smollm_token
     assert explorer._repr_mimebundle_()["text/html"] == explorer.output.value
 
 
+class FakeTimers:
+    """Stands in for the kernel's IOLoop timers: records what is scheduled, fires on demand."""
+
+    def __init__(self) -> None:
+        self.pending: list[list] = []
+
+    def __call__(self, delay, callback):
+        timer = [delay, callback]
+        self.pending.append(timer)
+        return lambda: self.pending.remove(timer)
+
+    def fire(self) -> None:
+        for _, callback in list(self.pending):
+            callback()
+
+
+def test_live_explorer_redraws_once_typing_pauses(gpt2_tokenizer):
+    from llm_magics.display.tokens import TokenExplorer, TokenView
+    from llm_magics.tokens import analyse
+
+    drawn: list[str] = []
+
+    def render(name: str, text: str) -> TokenView:
+        drawn.append(text)
+        return TokenView([analyse(gpt2_tokenizer, text, name=name)])
+
+    timers = FakeTimers()
+    explorer = TokenExplorer(["bpe"], render, text="a", scheduler=timers, delay=0.3)
+    assert explorer.textarea.continuous_update, "every keystroke reaches the kernel"
+    first = explorer.output.value
+    for typed in ("n", "na", "naï", "naïve"):
+        explorer.textarea.value = typed
+    assert explorer.output.value == first, "nothing is redrawn while typing"
+    assert [delay for delay, _ in timers.pending] == [0.3], "each keystroke restarts the one timer"
+    timers.fire()
+    assert shown_text(explorer.output.value) == ["naïve"]
+    assert drawn == ["a", "naïve"], "one redraw per pause, not one per keystroke"
+    explorer.picker.value = "bpe"  # unchanged: no redraw
+    assert timers.pending == []
+
+
+def test_live_explorer_without_a_kernel_updates_on_enter_or_blur(gpt2_tokenizer):
+    from llm_magics.display.tokens import TokenExplorer, TokenView
+    from llm_magics.tokens import analyse
+
+    explorer = TokenExplorer(
+        ["bpe"], lambda name, text: TokenView([analyse(gpt2_tokenizer, text, name=name)])
+    )
+    assert explorer.textarea.continuous_update is False
+    explorer.textarea.value = "café"  # what the front end sends on Enter or blur
+    assert shown_text(explorer.output.value) == ["café"]
+
+
+def _explorer_shown(captured):
+    from ipywidgets.widgets import widget
+
+    model_id = captured.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]
+    instances = getattr(widget, "_instances", None)  # ipywidgets 8
+    if instances is None:
+        instances = widget.Widget.widgets  # ipywidgets 7
+    box = instances[model_id]
+    picker, textarea, output = box.children
+    return textarea, output
+
+
+# A typical paragraph pasted into the explorer: 2,000 characters.
+PARAGRAPH = (
+    "Tokenizers split text into pieces, and models only ever see the ids of those pieces. "
+    "Spaces, accents (café, naïve) and emoji 🙂 cost tokens too; numbers like 3.14159 split oddly. "
+) * 11
+PARAGRAPH = PARAGRAPH[:2000]
+
+
+def test_live_update_draws_at_most_300_tokens_and_stays_small(shell, gpt2_tokenizer):
+    add_entry(shell, "bpe", gpt2_tokenizer)
+    total = len(gpt2_tokenizer(PARAGRAPH)["input_ids"])
+    assert total > 300
+    with capture_output() as captured:
+        shell.run_line_magic("tokens", "--live --model bpe")
+    textarea, output = _explorer_shown(captured)
+    textarea.value = PARAGRAPH
+    live_bytes = len(output.value.encode())
+    assert len(shown_text(output.value)[0].replace("·", " ")) < len(PARAGRAPH) / 2, "the view is cut"
+    assert f"{total:,} tokens" in output.value, "the counts stay exact"
+    full_bytes = len(_full_view_html(gpt2_tokenizer, total).encode())
+    print(f"bytes per live update for 2,000 characters: {live_bytes:,} (all {total} tokens: {full_bytes:,})")
+    assert live_bytes < 40_000
+    assert live_bytes < full_bytes / 2
+
+
+def _full_view_html(tokenizer, max_tokens):
+    """What every keystroke used to send: the view of all the tokens."""
+    from llm_magics.display.tokens import TokenView
+    from llm_magics.tokens import analyse
+
+    view = analyse(tokenizer, PARAGRAPH, name="bpe", max_tokens=max_tokens)
+    return TokenView([view], max_tokens=max_tokens).html()
+
+
+def test_live_max_tokens_is_a_setting(shell, gpt2_tokenizer):
+    add_entry(shell, "bpe", gpt2_tokenizer)
+    shell.run_line_magic("config", "LlmMagics.tokens_live_max_tokens = 20")
+    with capture_output() as captured:
+        shell.run_line_magic("tokens", "--live --model bpe")
+    textarea, output = _explorer_shown(captured)
+    textarea.value = PARAGRAPH
+    assert len(re.findall(r'class="t ', output.value)) <= 20 < len(gpt2_tokenizer(PARAGRAPH)["input_ids"])
+
+
 def test_tokenize_api_returns_the_spans(shell, gpt2_tokenizer):
     add_entry(shell, "bpe", gpt2_tokenizer)
     spans = llm_magics.tokenize("naïve 🙂")

@@ -342,8 +342,37 @@ class TokenView:
         return self.text()
 
 
+#: Schedules a call after a delay in seconds and returns a function that cancels it.
+Scheduler = Callable[[float, Callable[[], None]], Callable[[], None]]
+
+
+def kernel_scheduler() -> Scheduler | None:
+    """Timers on the kernel's own IOLoop, where widget messages are handled; None outside a kernel.
+
+    The callback runs on the kernel's main thread between messages, like a comm handler: no
+    thread of ours ever touches the shell or the widgets. ipykernel 6 and 7 both keep the loop as
+    `kernel.io_loop` (a tornado IOLoop).
+    """
+    from IPython import get_ipython
+
+    loop = getattr(getattr(get_ipython(), "kernel", None), "io_loop", None)
+    if loop is None or not hasattr(loop, "call_later"):
+        return None
+
+    def schedule(delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+        handle = loop.call_later(delay, callback)
+        return lambda: loop.remove_timeout(handle)
+
+    return schedule
+
+
 class TokenExplorer:
-    """`%tokens --live`: a text box whose token view updates as you type, and a tokenizer picker.
+    """`%tokens --live`: a text box whose token view updates when typing pauses, and a tokenizer picker.
+
+    Every keystroke reaches the kernel (the text box updates continuously), but the view, which is
+    what costs bytes, is drawn only once no key was pressed for `delay` seconds: a timer on the
+    kernel's IOLoop, restarted by each keystroke. Without a kernel loop (terminal IPython, tests
+    without a scheduler) the text box updates on Enter or when it loses focus instead.
 
     Displayed as the widget where widgets run, with the initial view as text/html and text/plain
     alongside, so a saved notebook (which keeps no widget state) still shows a token view.
@@ -356,19 +385,25 @@ class TokenExplorer:
         *,
         text: str = "",
         name: str | None = None,
+        delay: float = 0.3,
+        scheduler: Scheduler | None = None,
     ) -> None:
         import ipywidgets as widgets
 
         self._render = render
+        self._delay = delay
+        self._schedule = scheduler if scheduler is not None else kernel_scheduler()
+        self._cancel: Callable[[], None] | None = None
         self.textarea = widgets.Textarea(
             value=text,
             placeholder="Type or paste text to tokenise",
+            continuous_update=self._schedule is not None,
             layout=widgets.Layout(width="100%", height="6em"),
         )
         self.picker = widgets.Dropdown(options=list(names), value=name or names[0], description="Tokenizer")
         self.output = widgets.HTML(value="")
         self.widget = widgets.VBox([self.picker, self.textarea, self.output])
-        self.textarea.observe(self._update, names="value")
+        self.textarea.observe(self._typed, names="value")
         self.picker.observe(self._update, names="value")
         self.view = self._refresh()
 
@@ -377,7 +412,18 @@ class TokenExplorer:
         self.output.value = view.html()
         return view
 
+    def _typed(self, change: Any = None) -> None:
+        if self._schedule is None:
+            self._update()
+            return
+        if self._cancel is not None:
+            self._cancel()
+        self._cancel = self._schedule(self._delay, self._update)
+
     def _update(self, change: Any = None) -> None:
+        if self._cancel is not None:
+            self._cancel()
+            self._cancel = None
         self.view = self._refresh()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:

@@ -23,6 +23,10 @@ class TokenMagics(SessionMagics):
     tokens_show_ids = Bool(False, help="Show each token's id under it in %tokens views (as with --ids).").tag(
         config=True
     )
+    tokens_live_max_tokens = Int(
+        300,
+        help="Tokens %tokens --live draws (each pause in typing re-sends the view); --max-tokens overrides.",
+    ).tag(config=True)
     tokens_top_k = Int(5, help="Alternatives listed per token by %tokens --probs.").tag(config=True)
 
     @magic_arguments()
@@ -83,7 +87,10 @@ class TokenMagics(SessionMagics):
             %%tokens --max-tokens 500
             A longer text, {variable} substituted from your namespace.
 
-        Settings: `%config LlmMagics.tokens_max_tokens = 5000`, `tokens_show_ids`, `tokens_top_k`.
+        `--live` redraws when typing pauses, showing the first 300 tokens (counts stay exact).
+
+        Settings: `%config LlmMagics.tokens_max_tokens = 5000`, `tokens_live_max_tokens`,
+        `tokens_show_ids`, `tokens_top_k`.
         """
         # The text itself may hold a lone quote (an apostrophe, a path).
         args = parse(self.tokens, line, unclosed_hint="close the quote, or put the text in a %%tokens cell")
@@ -104,7 +111,11 @@ class TokenMagics(SessionMagics):
                 raise InvalidOption(
                     "--live shows one tokenizer at a time (pick it in the explorer); drop --compare/--probs."
                 )
-            self._show_live(engine, text, show_ids, max_tokens)
+            # Live mode redraws on every pause in typing: it draws fewer tokens, so an update stays small.
+            live_max = self.tokens_live_max_tokens if args.max_tokens is None else args.max_tokens
+            if live_max < 1:
+                raise InvalidOption(f"tokens_live_max_tokens must be at least 1, not {live_max}.")
+            self._show_live(engine, text, show_ids, live_max)
         else:
             if not text:
                 raise InvalidOption(

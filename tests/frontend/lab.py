@@ -1,4 +1,4 @@
-"""A throwaway JupyterLab server on loopback and a headless Chromium to look at it.
+"""A throwaway Jupyter server (JupyterLab, Notebook 7 or classic Notebook 6) on loopback and a headless Chromium to look at it.
 
 Everything the server writes (settings, workspaces, runtime files) goes to a temporary folder, so
 a test neither reads nor changes the user's Jupyter setup. Chromium is the system's (Debian's
@@ -76,9 +76,10 @@ class Lab:
     token: str
     root: Path
     log: Path
+    page_path: str = "lab/tree"
 
     def page_url(self, notebook: str) -> str:
-        return f"{self.url}/lab/tree/{notebook}?token={self.token}"
+        return f"{self.url}/{self.page_path}/{notebook}?token={self.token}"
 
 
 def _settings(folder: Path) -> None:
@@ -100,38 +101,92 @@ def jupyterlab(root: Path, scratch: Path, *, startup_timeout: float = 120) -> It
         import jupyterlab  # noqa: F401
     except ImportError:
         require("JupyterLab", "pip install jupyterlab (it is in the dev extra)")
+    with jupyter_server("jupyterlab", sys.executable, root, scratch, startup_timeout=startup_timeout) as lab:
+        yield lab
+
+
+#: How each front end is started, and where it opens a notebook.
+FRONT_ENDS = {
+    # JupyterLab 4 and Notebook 7 are both jupyter_server applications.
+    "jupyterlab": ("ServerApp", "lab/tree"),
+    "notebook7": ("ServerApp", "notebooks"),
+    # Classic Notebook 6 is its own server (NotebookApp), with the nbextension widget manager.
+    "notebook6": ("NotebookApp", "notebooks"),
+}
+
+
+@contextlib.contextmanager
+def jupyter_server(
+    app: str,
+    python: str,
+    root: Path,
+    scratch: Path,
+    *,
+    kernel_python: str | None = None,
+    startup_timeout: float = 120,
+) -> Iterator[Lab]:
+    """Run front end `app` ("jupyterlab", "notebook7", "notebook6") of `python` on 127.0.0.1.
+
+    With `kernel_python`, notebooks whose kernelspec is named "test-kernel" run in that Python
+    (another environment's ipykernel), e.g. Colab's package set behind classic Notebook's front end.
+    """
+    server_class, page_path = FRONT_ENDS[app]
     port, token = free_port(), secrets.token_hex(16)
     settings = scratch / "lab-settings"
-    _settings(settings)
+    if not settings.exists():
+        _settings(settings)
+    data = scratch / "data"
+    if kernel_python is not None:
+        spec = data / "kernels" / "test-kernel"
+        spec.mkdir(parents=True, exist_ok=True)
+        (spec / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                    "display_name": "Python 3 (test kernel)",
+                    "language": "python",
+                }
+            )
+        )
     env = kernel_env(
         {
             "JUPYTER_CONFIG_DIR": str(scratch / "config"),
+            "JUPYTER_DATA_DIR": str(data),
             "JUPYTER_RUNTIME_DIR": str(scratch / "runtime"),
             "JUPYTERLAB_SETTINGS_DIR": str(settings),
             "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces"),
         }
     )
-    log = scratch / "jupyterlab.log"
+    log = scratch / f"{app}.log"
+    module = "jupyterlab" if app == "jupyterlab" else "notebook"
     command = [
-        sys.executable,
+        python,
         "-m",
-        "jupyterlab",
+        module,
         "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.root_dir={root}",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        "--LabApp.extension_manager=readonly",
-        "--ServerApp.terminals_enabled=False",
+        f"--{server_class}.ip=127.0.0.1",
+        f"--{server_class}.port={port}",
+        f"--{server_class}.port_retries=0",
     ]
+    if server_class == "ServerApp":
+        command += [
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.terminals_enabled=False",
+        ]
+    else:
+        command += [f"--NotebookApp.token={token}", f"--NotebookApp.notebook_dir={root}"]
+    if app == "jupyterlab":
+        command += [
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI containers run as root
     with log.open("w") as log_file:
         server = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        lab = Lab(f"http://127.0.0.1:{port}", token, root, log)
+        lab = Lab(f"http://127.0.0.1:{port}", token, root, log, page_path)
         try:
             _wait_for_status(lab, server, startup_timeout)
             yield lab
@@ -148,7 +203,7 @@ def _wait_for_status(lab: Lab, server: subprocess.Popen[bytes], timeout: float) 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited ({server.returncode}):\n{lab.log.read_text()[-3000:]}")
+            raise RuntimeError(f"{lab.log.stem} exited ({server.returncode}):\n{lab.log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"{lab.url}/api/status?token={lab.token}", timeout=2) as reply:
                 if reply.status == 200:
@@ -156,7 +211,9 @@ def _wait_for_status(lab: Lab, server: subprocess.Popen[bytes], timeout: float) 
         except OSError:
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"JupyterLab did not answer within {timeout:.0f} s:\n{lab.log.read_text()[-3000:]}")
+    raise TimeoutError(
+        f"{lab.log.stem} did not answer within {timeout:.0f} s:\n{lab.log.read_text()[-3000:]}"
+    )
 
 
 @contextlib.contextmanager

@@ -186,7 +186,12 @@ def _define_growing_layer() -> Any:
             self.handed_out: torch.Tensor | None = None
 
         def reset(self) -> None:
+            # Dropped, not zeroed: DynamicLayer.reset in older transformers (5.15 among them)
+            # zeroes the keys in place and keeps their length, so a new conversation would
+            # attend to that many zero positions.
             self.buffers, self.capacity, self.handed_out = None, 0, None
+            self.keys = self.values = None
+            self.is_initialized = False
             super().reset()
 
         def update(
