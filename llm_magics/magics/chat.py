@@ -342,7 +342,13 @@ class ChatMagics(SessionMagics):
         if args.out is not None:
             check_variable_name(args.out, "--out")
         engine = self._capable(args.name, magic, capability)
-        options = GenerationOptions(
+        options = self._generation_options(args)
+        options.validate(engine.context_window())
+        return engine, options
+
+    def _generation_options(self, args: Namespace) -> GenerationOptions:
+        """The generation flags, each falling back to its trait when left out."""
+        return GenerationOptions(
             max_new_tokens=self._pick(args.max_new_tokens, self.max_new_tokens),
             temperature=self._pick(args.temperature, self.temperature),
             top_p=self._pick(args.top_p, self.top_p),
@@ -350,8 +356,6 @@ class ChatMagics(SessionMagics):
             repetition_penalty=self._pick(args.repetition_penalty, self.repetition_penalty),
             seed=self._pick(args.seed, self.seed),
         )
-        options.validate(engine.context_window())
-        return engine, options
 
     def _capable(self, name: str | None, magic: str, capability: type) -> Any:
         """The named engine, configured to run now, if it has `capability`; else one line saying why not."""

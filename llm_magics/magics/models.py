@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 from argparse import Namespace
+from typing import Any
 
 from IPython.core.magic import line_magic
 from IPython.core.magic_arguments import argument, magic_arguments
@@ -117,16 +118,7 @@ class ModelMagics(SessionMagics):
         if args.api_key_env or args.tokenizer:
             raise InvalidOption("--api-key-env and --tokenizer go with --endpoint URL.")
         source = loading.resolve_source(args.model, tokenizer_only=args.tokenizer_only)
-        plan = loading.plan_load(
-            source,
-            quantization=args.quant or self.default_quant,
-            dtype=args.dtype or self.default_dtype,
-            device_map=args.device_map or self.default_device_map,
-            name=args.name,
-            revision=args.revision,
-            trust_remote_code=args.trust_remote_code,
-            tokenizer_only=args.tokenizer_only,
-        )
+        plan = self._plan(source, args, revision=args.revision, tokenizer_only=args.tokenizer_only)
         if args.code:
             from ..code import load_code
 
@@ -169,6 +161,23 @@ class ModelMagics(SessionMagics):
             self.registry.unload(plan.name)
         self.registry.add(engine)
         status.replace_with(ModelCard(engine.describe()))
+
+    def _plan(
+        self, source: Any, args: Namespace, *, revision: str | None, tokenizer_only: bool = False
+    ) -> Any:
+        """The load plan for `source` from the loading flags, each falling back to its trait."""
+        from .. import loading
+
+        return loading.plan_load(
+            source,
+            quantization=args.quant or self.default_quant,
+            dtype=args.dtype or self.default_dtype,
+            device_map=args.device_map or self.default_device_map,
+            name=args.name,
+            revision=revision,
+            trust_remote_code=args.trust_remote_code,
+            tokenizer_only=tokenizer_only,
+        )
 
     def _load_remote(self, args: Namespace) -> None:
         """%llm_load --endpoint: connect (all the logic is in `engines.remote`), register, show the card."""

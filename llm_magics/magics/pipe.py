@@ -10,7 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
-from ..engines.base import Engine, GenerationOptions
+from ..engines.base import Engine
 from ..engines.transformers import TransformersEngine
 from ..errors import HubUnreachable, InvalidOption, ModelLoadFailed
 from ._base import parse, show
@@ -210,14 +210,7 @@ class PipeMagics(ModelMagics, ChatMagics):
         if base in _GENERATING:
             from ..engines.transformers.generation import generate_kwargs
 
-            generation_options = GenerationOptions(
-                max_new_tokens=self._pick(args.max_new_tokens, self.max_new_tokens),
-                temperature=self._pick(args.temperature, self.temperature),
-                top_p=self._pick(args.top_p, self.top_p),
-                top_k=self._pick(args.top_k, self.top_k),
-                repetition_penalty=self._pick(args.repetition_penalty, self.repetition_penalty),
-                seed=self._pick(args.seed, self.seed),
-            )
+            generation_options = self._generation_options(args)
             generation_options.validate()
             options.update(generate_kwargs(generation_options))
             if generation_options.seed is not None:
@@ -253,15 +246,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             default = tasks.default_model(task)
             model, revision = default[0], revision or default[1]
         source = loading.resolve_source(model)
-        plan = loading.plan_load(
-            source,
-            quantization=args.quant or self.default_quant,
-            dtype=args.dtype or self.default_dtype,
-            device_map=args.device_map or self.default_device_map,
-            name=args.name,
-            revision=revision,
-            trust_remote_code=args.trust_remote_code,
-        )
+        plan = self._plan(source, args, revision=revision)
         for engine in self.registry:
             known = getattr(engine, "plan", None)
             if (
