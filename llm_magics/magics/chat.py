@@ -182,7 +182,7 @@ class ChatMagics(SessionMagics):
             show(
                 CodeBlock(
                     chat_code(
-                        getattr(engine, "plan", None),
+                        engine.plan if isinstance(engine, TransformersEngine) else None,
                         prepared.messages,
                         options,
                         plain_template=prepared.plain_template,
@@ -259,7 +259,10 @@ class ChatMagics(SessionMagics):
             show(
                 CodeBlock(
                     complete_code(
-                        getattr(engine, "plan", None), prompt, options, fallback=engine.describe().source
+                        engine.plan if isinstance(engine, TransformersEngine) else None,
+                        prompt,
+                        options,
+                        fallback=engine.describe().source,
                     )
                 )
             )

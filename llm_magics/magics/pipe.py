@@ -11,6 +11,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
 from ..engines.base import Engine
+from ..engines.pipeline import PipelineEngine, TextGenerationEngine
 from ..engines.transformers import TransformersEngine
 from ..errors import HubUnreachable, InvalidOption, ModelLoadFailed
 from ._base import parse, show
@@ -230,7 +231,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             if name is not None and name in self.registry:
                 engine = self.registry.get(name)
                 self._check_fits(engine, task)
-                return engine, getattr(engine, "plan", None), False, None
+                return engine, _plan_of(engine), False, None
         default = None
         model = args.model
         revision = args.revision
@@ -248,9 +249,9 @@ class PipeMagics(ModelMagics, ChatMagics):
         source = loading.resolve_source(model)
         plan = self._plan(source, args, revision=revision)
         for engine in self.registry:
-            known = getattr(engine, "plan", None)
+            known = _plan_of(engine)
             if (
-                getattr(engine, "task", None) == task
+                _task_of(engine) == task
                 and known is not None
                 and known.source == plan.source
                 and (known.quantization, known.dtype) == (plan.quantization, plan.dtype)
@@ -267,11 +268,11 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _check_fits(self, engine: Engine, task: str) -> None:
         from ..engines import pipeline as tasks
 
-        if getattr(engine, "task", None) == task:
+        if _task_of(engine) == task:
             return
         if task == "text-generation" and isinstance(engine, TransformersEngine) and engine.model is not None:
             return
-        what = getattr(engine, "task", None) or "a causal LM"
+        what = _task_of(engine) or "a causal LM"
         raise ModelLoadFailed(
             f"{engine.name!r} is loaded for {what}; {task} needs {tasks.head_class(task).__name__}: "
             f"pass a model with that head (--model) or leave --model out for the task's default."
@@ -320,3 +321,13 @@ class PipeMagics(ModelMagics, ChatMagics):
 
 
 __all__ = ["PipeMagics"]
+
+
+def _task_of(engine: Engine) -> str | None:
+    """The pipeline task an engine runs, or None for engines that run none."""
+    return engine.task if isinstance(engine, (PipelineEngine, TextGenerationEngine)) else None
+
+
+def _plan_of(engine: Engine) -> Any:
+    """The load plan of an in-process engine (what `--code` prints), or None for a remote one."""
+    return engine.plan if isinstance(engine, (PipelineEngine, TransformersEngine)) else None
