@@ -231,6 +231,18 @@ def test_a_task_removed_from_transformers_says_so(shell):
     )
 
 
+def test_a_removed_task_is_named_so_where_transformers_does_not_list_it(shell, monkeypatch):
+    """transformers 5.x before REMOVED_TASKS existed (Colab's 5.15) lacks the tasks without saying why."""
+    import transformers
+    from transformers import pipelines
+
+    if transformers.__version__.startswith("4."):
+        pytest.skip("transformers 4.x still has summarization")
+    monkeypatch.delattr(pipelines, "REMOVED_TASKS", raising=False)
+    result, captured = run(shell, "%llm_pipe summarization some long text")
+    assert_one_line_error(result, captured, "InvalidOption", "removed in transformers 5")
+
+
 def test_a_causal_lm_for_fill_mask_is_one_line(shell, tiny_models):
     result, captured = run(shell, f"%llm_pipe fill-mask --model {tiny_models['llama']} the [MASK] day")
     assert_one_line_error(result, captured, "ModelLoadFailed", "AutoModelForMaskedLM")

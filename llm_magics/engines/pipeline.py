@@ -75,8 +75,13 @@ def resolve_task(text: str) -> str:
     if base in TASKS and base in supported:
         return name
     listed = ", ".join(available_tasks())
-    removed = getattr(pipelines, "REMOVED_TASKS", {})
-    if base in removed:
+    # Newer 5.x releases say why in REMOVED_TASKS; older 5.x ones (Colab's 5.15) just lack the tasks.
+    removed = getattr(pipelines, "REMOVED_TASKS", None) or {
+        task: "removed in transformers 5; use text-generation with a chat model"
+        for task in TASKS
+        if not transformers.__version__.startswith("4.")
+    }
+    if base in removed and base not in supported:
         raise InvalidOption(
             f"{text} is not in transformers {transformers.__version__}: {removed[base]} "
             f"(here: %%llm_chat). Tasks: {listed}."
