@@ -346,13 +346,14 @@ def plan_load(
     tokenizer_only: bool = False,
     hardware: Hardware | None = None,
 ) -> LoadPlan:
-    require_transformers()
     if quantization not in QUANT_MODES:
         raise InvalidOption(f"Unknown --quant {quantization!r}: choose one of {', '.join(QUANT_MODES)}.")
     if dtype not in DTYPES:
         raise InvalidOption(f"Unknown --dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
     if name is not None and not re.match(r"^[\w.-]+$", name):
         raise InvalidOption(f"--as {name!r}: use letters, digits, '.', '_' and '-' only.")
+    # After the options: a typo is reported as such even where transformers is missing.
+    require_transformers()
     hardware = hardware or detect_hardware()
     chosen, reason = choose_compute_dtype(hardware)
     if dtype != "auto":
