@@ -29,7 +29,7 @@ def everything_shown(captured) -> str:
     return shown_text(captured) + shown_html(captured) + captured.stderr
 
 
-# --------------------------------------------------------------------------- passes today
+# --------------------------------------------------------------------------- loading and listing
 
 
 def test_load_endpoint_registers_and_shows_the_card(shell, fake: FakeVllm):
@@ -93,7 +93,7 @@ def test_tokens_on_a_remote_entry_uses_the_server_today(shell, fake: FakeVllm):
     assert any(path == "/tokenize" for path, _ in fake.requests)
 
 
-# --------------------------------------------------------------------------- for the lead
+# --------------------------------------------------------------------------- chat, completion, history, tokens
 
 
 def test_chat_on_a_remote_entry_streams_with_the_footer(shell, fake: FakeVllm):

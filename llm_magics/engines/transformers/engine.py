@@ -16,6 +16,7 @@ from typing import Any
 
 from ... import prompts
 from ...conversation import Conversation
+from ...errors import InvalidOption
 from ...prompts import context_length_of
 from ..base import (
     EngineInfo,
@@ -99,8 +100,6 @@ class TransformersEngine(TokenizerEngine):
         self, prompt: str, options: GenerationOptions, *, on_text: TextCallback | None = None
     ) -> Reply:
         """Continue `prompt` as raw text (no chat template), as a base model is meant to be used."""
-        from ...errors import InvalidOption
-
         prompt_ids = list(self.tokenizer(prompt)["input_ids"])
         limit = self.context_window()
         if limit is not None and len(prompt_ids) + options.max_new_tokens > limit:
