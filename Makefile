@@ -88,7 +88,8 @@ wheel:
 # 3.11, not Colab's 3.13, because torch==2.13.0 for 3.11 is the only CPU build on this disk.
 # `make test-colab COLAB_TRANSFORMERS=5.0.0` tests the oldest transformers we support with the
 # oldest accelerate (1.2.0: 1.1 lacks what transformers 5 imports), in a venv of its own, running
-# only COLAB_TESTS_OLD, the loading and chat tests.
+# only COLAB_TESTS_OLD: the loading and chat tests, and the removed pipeline tasks (before 5.3
+# transformers still has the question-answering pipeline ours is compared with).
 COLAB_PYTHON       ?= $(HOME)/.pyenv/versions/3.11.7/bin/python
 COLAB_TRANSFORMERS ?= 5.15.0
 COLAB_ACCELERATE   ?= $(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),1.2.0,1.14.0)
@@ -96,7 +97,8 @@ COLAB_VENV         ?= .venv-colab$(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS))
 COLAB_PINS         ?= transformers==$(COLAB_TRANSFORMERS) accelerate==$(COLAB_ACCELERATE) ipython==7.34.0 \
 	ipykernel==6.17.1 traitlets==5.7.1 ipywidgets==7.7.1 widgetsnbextension==3.6.10 psutil==5.9.5
 COLAB_TEST_TOOLS   ?= "pytest>=8" "hypothesis>=6" "nbclient>=0.10" "nbconvert>=7" "nbformat>=5"
-COLAB_TESTS_OLD    ?= tests/test_loading.py tests/test_models_magics.py tests/test_chat.py tests/test_chat_magics.py
+COLAB_TESTS_OLD    ?= tests/test_loading.py tests/test_models_magics.py tests/test_chat.py tests/test_chat_magics.py \
+                      tests/test_pipe_removed.py
 # test_remote.py serves a model with `transformers serve` (the serving extra, not a Colab package);
 # the client side runs here through the fake vLLM server of test_remote_magics/_tokens.
 COLAB_TESTS        ?= $(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),$(COLAB_TESTS_OLD),tests -m "not browser" --ignore=tests/test_remote.py)

@@ -219,4 +219,135 @@ def pipeline_code(
     return "\n".join(lines)
 
 
-__all__ = ["chat_code", "complete_code", "load_code", "pipeline_code"]
+def removed_task_code(
+    task: str,
+    runner: Any,
+    plan: Any,
+    config: Any,
+    inputs: str | Sequence[str],
+    options: dict[str, Any],
+    *,
+    fallback: str = "MODEL",
+) -> str:
+    """`%llm_pipe` for a task transformers 5 removed: what `removed_tasks` runs, written out (there
+    is no `pipeline(...)` line to show any more)."""
+    from .engines import removed_tasks
+
+    base, languages = removed_tasks.split_languages(task)
+    options = dict(options)
+    options.pop("src_lang", None), options.pop("tgt_lang", None)
+    seed = options.pop("seed", None)
+    context = options.pop("context", None)
+    auto_class = {
+        removed_tasks.Runner.SEQ2SEQ: "AutoModelForSeq2SeqLM",
+        removed_tasks.Runner.EXTRACTIVE: "AutoModelForQuestionAnswering",
+        removed_tasks.Runner.CHAT: "AutoModelForCausalLM",
+    }[runner]
+    lines = [
+        load_code(plan, fallback=fallback, auto_class=auto_class),
+        "",
+        f"# transformers 5 removed pipeline({base!r}); this is what it did, written out.",
+    ]
+    if seed is not None:
+        lines.append(f"torch.manual_seed({seed})")
+    many = not isinstance(inputs, str)
+    texts: list[str] = [inputs] if isinstance(inputs, str) else list(inputs)
+    if runner is removed_tasks.Runner.EXTRACTIVE:
+        lines += _extractive_lines(texts, context or "", options.get("top_k", 1))
+        lines.append("result = [answer(q) for q in questions]" if many else "result = answer(questions[0])")
+    elif runner is removed_tasks.Runner.SEQ2SEQ:
+        prefix, settings = removed_tasks.seq2seq_settings(config, base, languages)
+        kwargs = {**settings, **options}
+        if "max_new_tokens" in options:
+            kwargs.pop("max_length", None)
+        key = removed_tasks.REMOVED_TASKS[base].output_key
+        pairs = [("", "**inputs"), *[(name, repr(value)) for name, value in kwargs.items()]]
+        lines += [
+            f"prefix = {prefix!r}  # the model's own, from config.task_specific_params"
+            if prefix
+            else "prefix = ''",
+            f"texts = {texts!r}",
+            "result = []",
+            "for text in texts:",
+            "    inputs = tokenizer(prefix + text, return_tensors='pt', truncation=True).to(model.device)",
+            f"    output = model.generate({_kwargs(pairs, '    ')})",
+            "    produced = tokenizer.decode(output[0], skip_special_tokens=True, clean_up_tokenization_spaces=True)",
+            f"    result.append({{{key!r}: produced}})",
+        ]
+    else:
+        prompts = [
+            removed_tasks.chat_prompt(base, text, languages=languages, context=context)[0]["content"]
+            for text in texts
+        ]
+        pairs = [("", "**inputs"), *[(name, repr(value)) for name, value in options.items()]]
+        lines += [f"prompts = {prompts!r}", "result = []", "for prompt in prompts:"]
+        lines += [
+            "    messages = [{'role': 'user', 'content': prompt}]",
+            "    inputs = tokenizer.apply_chat_template(",
+            "        messages, add_generation_prompt=True, return_dict=True, return_tensors='pt'",
+            "    ).to(model.device)",
+            f"    output = model.generate({_kwargs(pairs, '    ')})",
+            "    produced = tokenizer.decode(output[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True).strip()",
+        ]
+        if base == "question-answering":
+            lines += [
+                f"    context = {context!r}",
+                "    at = context.lower().find(produced.lower()) if produced else -1  # where to highlight it",
+                "    found = at >= 0",
+                "    result.append({'score': None, 'start': at if found else None,",
+                "                   'end': at + len(produced) if found else None, 'answer': produced})",
+            ]
+            if not many:
+                lines.append("result = result[0]")
+        else:
+            key = removed_tasks.REMOVED_TASKS[base].output_key
+            lines.append(f"    result.append({{{key!r}: produced}})")
+    lines.append("print(result)")
+    return "\n".join(lines)
+
+
+def _extractive_lines(questions: Sequence[str], context: str, top_k: int) -> list[str]:
+    """QuestionAnsweringPipeline's span search (transformers 4.53), for fast tokenizers."""
+    return f"""questions = {list(questions)!r}
+context = {context!r}
+top_k = {top_k!r}
+
+
+def answer(question):
+    # Question and context as one input, in windows of 384 tokens overlapping by 128.
+    encoded = tokenizer(question, context, truncation='only_second', max_length=min(tokenizer.model_max_length, 384),
+                        stride=128, return_overflowing_tokens=True, return_offsets_mapping=True)
+    answers = []
+    for window in range(len(encoded['input_ids'])):
+        inputs = {{name: torch.tensor([encoded[name][window]]) for name in tokenizer.model_input_names if name in encoded}}
+        with torch.inference_mode():
+            output = model(**inputs)
+        # The answer starts and ends in the context (sequence 1); [CLS] stays in the softmax ("no answer").
+        in_context = torch.tensor([sequence == 1 for sequence in encoded.sequence_ids(window)])
+        in_softmax = in_context | (inputs['input_ids'][0] == tokenizer.cls_token_id)
+        start = output.start_logits[0].double().masked_fill(~in_softmax, -10000.0).softmax(-1)
+        end = output.end_logits[0].double().masked_fill(~in_softmax, -10000.0).softmax(-1)
+        start[0] = end[0] = 0.0
+        # Each span of at most 15 tokens, scored start x end; the best top_k.
+        scores = torch.outer(start, end).triu().tril(14).flatten()
+        for index in scores.topk(min(top_k, scores.numel())).indices.tolist():
+            first, last = divmod(index, len(end))
+            if not (in_context[first] and in_context[last]):
+                continue
+            # Widened to whole words, as characters of the context.
+            tokens = encoded[window]
+            begin = tokens.word_to_chars(tokens.token_to_word(first), sequence_index=1)[0]
+            stop = tokens.word_to_chars(tokens.token_to_word(last), sequence_index=1)[1]
+            text = context[begin:stop]
+            same = [a for a in answers if a['answer'].lower() == text.lower()]
+            if same:  # the same answer in two windows: their scores add up
+                same[0]['score'] += float(scores[index])
+            else:
+                answers.append({{'score': float(scores[index]), 'start': begin, 'end': stop, 'answer': text}})
+    answers = sorted(answers, key=lambda a: a['score'], reverse=True)[:top_k]
+    return answers[0] if len(answers) == 1 else answers
+
+""".splitlines()
+
+
+__all__ = ["chat_code", "complete_code", "load_code", "pipeline_code", "removed_task_code"]

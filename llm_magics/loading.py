@@ -14,6 +14,7 @@ The in-process engines (`engines.transformers`, and the pipeline engine) load th
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import importlib.util
 import logging
@@ -900,6 +901,11 @@ def load_weights(
                 **access,
             )
     model.eval()
+    misfit = _cpu_4bit_misfit(model, plan)
+    if misfit is not None:
+        del model  # not kept alive by the traceback IPython holds on to
+        gc.collect()
+        raise QuantizationUnavailable(misfit)
     if _weights_are_pickles(location, access):
         notes.append(PICKLE_WEIGHTS_NOTE)
     generation_config = getattr(model, "generation_config", None)
@@ -936,6 +942,30 @@ PICKLE_WEIGHTS_NOTE = (
 )
 _SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _cpu_4bit_misfit(model: Any, plan: LoadPlan) -> str | None:
+    """Why bitsandbytes' CPU 4-bit kernel cannot run this model, or None.
+
+    On CPUs with AVX512-BF16, bitsandbytes repacks each 4-bit layer's scales in blocks of
+    `blocksize` input features at its first forward pass; a layer whose input size is not a
+    multiple of it fails there with a bare RuntimeError from a reshape (tiny models: 32 features,
+    blocks of 64). Found here, at load, it is one line instead.
+    """
+    if plan.quantization != "4bit" or plan.hardware.device != "cpu":
+        return None
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        state = getattr(weight, "quant_state", None)
+        if not getattr(module, "support_avx512bf16_for_cpu", False) or state is None:
+            continue
+        if module.in_features % state.blocksize:
+            return (
+                f"--quant 4bit cannot run {plan.source.label} on this CPU: bitsandbytes' CPU kernel needs "
+                f"each layer's input size to be a multiple of {state.blocksize}, and {name} takes "
+                f"{module.in_features}. Load it without --quant."
+            )
+    return None
 
 
 def _weights_are_pickles(location: str | Path, access: dict[str, Any]) -> bool:

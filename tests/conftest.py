@@ -152,3 +152,13 @@ def smollm(bundled_gguf):
 
     engine = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
     return engine.model, engine.tokenizer
+
+
+@pytest.fixture(scope="session")
+def task_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Folders of tiny random-weight models with task heads, for `%llm_pipe`: `task_models["ner"]` …"""
+    from tests.pipe_models import HEADS, save_task_model, wordpiece_tokenizer
+
+    root = tmp_path_factory.mktemp("task_models")
+    tokenizer = wordpiece_tokenizer()
+    return {head: save_task_model(root / f"tiny-{head}", head, tokenizer) for head in HEADS}

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from tests.helpers import magics, run, shown_html, shown_text
-from tests.test_pipe import assert_same, task_models  # noqa: F401  (the fixture)
+from tests.test_pipe import assert_same
 
 
 def printed_code(captured) -> str:

@@ -211,9 +211,17 @@ class PipeResult:
     def _answer(self, question: str, output: Any) -> tuple[str, str]:
         answers = output if isinstance(output, list) else [output]
         context = self.context or ""
-        spans = [(int(a["start"]), int(a["end"]), f"{_score(a['score']):.2f}") for a in answers]
+        # A chat model's answer has no score, and no place when it does not quote the context.
+        spans = [
+            (int(a["start"]), int(a["end"]), f"{_score(a['score']):.2f}" if a["score"] is not None else "")
+            for a in answers
+            if a.get("start") is not None and a.get("end") is not None
+        ]
         marked_html, marked_text = _highlight(context, spans, {})
-        answer_lines = "; ".join(f"{_plain(a['answer'])} ({_score(a['score']):.4f})" for a in answers)
+        answer_lines = "; ".join(
+            _plain(a["answer"]) + (f" ({_score(a['score']):.4f})" if a["score"] is not None else "")
+            for a in answers
+        )
         return (
             f"<div><b>Q:</b> {_text(question)}</div>"
             f"<div><b>A:</b> {'; '.join(_text(a['answer']) for a in answers)}</div>"
@@ -223,7 +231,8 @@ class PipeResult:
 
     def _generated(self, prompt: str, output: Any) -> tuple[str, str]:
         items = output if isinstance(output, list) else [output]
-        parts_html, parts_text = [], []
+        parts_html: list[str] = []
+        parts_text: list[str] = []
         for item in items:
             key = next((k for k in ("generated_text", "summary_text", "translation_text") if k in item), None)
             produced = item[key] if key is not None else str(item)
@@ -233,14 +242,16 @@ class PipeResult:
                 shown_prompt, new = prompt, produced[len(prompt) :]
             else:
                 shown_prompt, new = "", produced
-                if key != "generated_text":
-                    parts_html.append(f'<div style="{_MUTED}">{_text(prompt)}</div>')
-                    parts_text.append(_plain(prompt) + "\n→")
+            # A summary or a translation is a new text: the input above it, then an arrow.
+            rewritten = key not in (None, "generated_text") and len(parts_text) == 0
+            if rewritten:
+                parts_html.append(f'<div style="{_MUTED}">{_text(prompt)}</div>')
             parts_html.append(
                 "<div style='white-space:pre-wrap;font-family:monospace'>"
                 f"<span style='opacity:0.55'>{_text(shown_prompt)}</span>{_text(new)}</div>"
             )
-            parts_text.append(_plain(shown_prompt) + _plain(new))
+            shown = _plain(shown_prompt) + _plain(new)
+            parts_text.append(f"{_plain(prompt)}\n→ {shown}" if rewritten else shown)
         return "".join(parts_html), "\n---\n".join(parts_text)
 
     def _raw(self, text: str, output: Any) -> tuple[str, str]:

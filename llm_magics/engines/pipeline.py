@@ -6,9 +6,10 @@ plan, memory estimate, quantization, dtype and device. `TextGenerationEngine` is
 is a `TransformersEngine` as well: it also chats and completes, and a `text-generation` pipeline
 over a chat model already loaded wraps that model (`pipeline_over`) instead of loading a copy.
 
-Which tasks exist depends on the installed transformers: 5.x removed summarization, translation,
-question-answering and text2text-generation (`REMOVED_TASKS`); 4.x (Colab) still has them. The
-tasks offered are the text tasks we know how to show, among those the installed version supports.
+Summarization, translation and question-answering, which transformers 5 removed, are run by
+`removed_tasks` on the models the removed pipelines took (seq2seq, extractive) and on chat models;
+where the installed transformers still has one of them (question-answering before 5.3) and the
+model is not a chat model, transformers' own pipeline runs it.
 
 Importing this module imports neither torch nor transformers.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidOption
+from . import removed_tasks
 from .base import EngineInfo
 from .transformers import TransformersEngine
 
@@ -57,46 +59,41 @@ def _supported() -> dict[str, Any]:
 
 
 def available_tasks() -> list[str]:
-    """Our tasks that the installed transformers has, aliases included."""
+    """Our tasks that run with the installed transformers (the removed ones always do), aliases included."""
     supported = _supported()
-    names = [name for name in TASKS if name in supported]
-    return names + [alias for alias, name in ALIASES.items() if name in supported]
+    names = [name for name in TASKS if name in supported or name in removed_tasks.REMOVED_TASKS]
+    return names + [alias for alias, name in ALIASES.items() if name in names]
 
 
 def resolve_task(text: str) -> str:
     """The canonical task for TASK (an alias, `translation_en_to_fr`), or one line saying which exist."""
-    import transformers
-    from transformers import pipelines
-
     name = text.strip().lower()
     name = ALIASES.get(name, name)
-    base = "translation" if name.startswith("translation_") else name
-    supported = _supported()
-    if base in TASKS and base in supported:
+    base, _ = removed_tasks.split_languages(name)
+    if base in available_tasks():
         return name
     listed = ", ".join(available_tasks())
-    # Newer 5.x releases say why in REMOVED_TASKS; older 5.x ones (Colab's 5.15) just lack the tasks.
-    removed = getattr(pipelines, "REMOVED_TASKS", None) or {
-        task: "removed in transformers 5; use text-generation with a chat model"
-        for task in TASKS
-        if not transformers.__version__.startswith("4.")
-    }
-    if base in removed and base not in supported:
-        raise InvalidOption(
-            f"{text} is not in transformers {transformers.__version__}: {removed[base]} "
-            f"(here: %%llm_chat). Tasks: {listed}."
-        )
-    if base in supported:
+    if base in _supported():
         raise InvalidOption(f"{text} is not a text task %llm_pipe shows. Tasks: {listed}.")
     raise InvalidOption(f"Unknown task {text!r}. Tasks: {listed}.")
 
 
 def task_info(task: str) -> Task:
-    return TASKS["translation" if task.startswith("translation_") else task]
+    return TASKS[removed_tasks.split_languages(task)[0]]
 
 
-def head_class(task: str) -> Any:
-    """The auto class whose head the task needs (`AutoModelForSequenceClassification` …)."""
+def is_removed(task: str) -> bool:
+    """Whether `removed_tasks` may run the task (transformers 5 removed it)."""
+    return task_info(task).name in removed_tasks.REMOVED_TASKS
+
+
+def head_class(task: str, config: Any = None) -> Any:
+    """The auto class whose head the task needs (`AutoModelForSequenceClassification` …); for a
+    removed task, the one that fits the model's config (seq2seq, extractive, or a chat model's)."""
+    if is_removed(task):
+        if config is None:
+            raise InvalidOption(f"{task} needs the model's config to choose its head.")
+        return removed_tasks.head_class(task_info(task).name, config)
     entry = _supported()[task_info(task).name]
     heads = entry.get("pt") or ()
     if not heads:
@@ -105,15 +102,15 @@ def head_class(task: str) -> Any:
 
 
 def default_model(task: str) -> tuple[str, str | None]:
-    """The hub id and revision `pipeline(task)` picks when given no model.
+    """The hub id and revision `pipeline(task)` picks when given no model (for a removed task, the
+    one transformers 4 picked).
 
-    transformers 5 writes `{"model": (id, revision)}`; 4.x writes `{"model": {"pt": (id, revision)}}`,
-    and for translation a default per language pair (`translation_en_to_fr`).
+    transformers 5 writes `{"model": (id, revision)}`; 4.x wrote `{"model": {"pt": (id, revision)}}`.
     """
+    if is_removed(task):
+        base, languages = removed_tasks.split_languages(task)
+        return removed_tasks.default_model(base, languages)
     default = _supported()[task_info(task).name].get("default", {})
-    if "model" not in default:
-        pair = tuple(task.split("_")[1::2]) if task.startswith("translation_") else None
-        default = default.get(pair) or next(iter(default.values()), {})
     model = default.get("model")
     if isinstance(model, dict):
         model = model.get("pt")
@@ -124,16 +121,25 @@ def default_model(task: str) -> tuple[str, str | None]:
 
 
 def make_pipeline(task: str, model: Any, tokenizer: Any) -> Any:
-    """A transformers pipeline over objects already in memory: no download, no copy (microseconds)."""
+    """A transformers pipeline over objects already in memory: no download, no copy (microseconds).
+
+    A removed task gets `removed_tasks`' runner, unless this transformers still has the task and
+    the model is one its pipeline takes (an extractive model before 5.3).
+    """
     import warnings
 
     from transformers import pipeline
 
+    base = task_info(task).name
+    if is_removed(task) and (
+        base not in _supported() or removed_tasks.runner_for(model.config) is removed_tasks.Runner.CHAT
+    ):
+        return removed_tasks.make_runner(base, model, tokenizer)
     with warnings.catch_warnings():
         # "The model 'X' is not supported for text-generation" for architectures its list lacks.
         warnings.simplefilter("ignore")
         build: Any = pipeline  # its overloads want a literal task
-        return build(task, model=model, tokenizer=tokenizer)
+        return build(base, model=model, tokenizer=tokenizer)
 
 
 def task_details(task: str, info: EngineInfo) -> EngineInfo:
@@ -195,13 +201,12 @@ class PipelineEngine:
 
 
 class TextGenerationEngine(TransformersEngine):
-    """A `text-generation` pipeline's causal LM: a `TransformersEngine` (it chats and completes
-    too) that also runs the pipeline."""
+    """A causal LM loaded for a pipeline task (`text-generation`, or a removed task run on a chat
+    model): a `TransformersEngine` (it chats and completes too) that also runs the task."""
 
-    task = "text-generation"
-
-    def __init__(self, info: EngineInfo, tokenizer: Any, model: Any) -> None:
+    def __init__(self, info: EngineInfo, tokenizer: Any, model: Any, task: str = "text-generation") -> None:
         super().__init__(info, tokenizer, model)
+        self.task = task
         self._pipeline: Any = None
 
     @property
@@ -256,6 +261,7 @@ __all__ = [
     "available_tasks",
     "default_model",
     "head_class",
+    "is_removed",
     "make_pipeline",
     "resolve_task",
     "run_pipeline",

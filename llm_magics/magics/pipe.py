@@ -10,6 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
+from ..engines import removed_tasks
 from ..engines.base import Engine
 from ..engines.pipeline import PipelineEngine, TextGenerationEngine
 from ..engines.transformers import TransformersEngine
@@ -27,7 +28,11 @@ class PipeMagics(ModelMagics, ChatMagics):
     defaults from the chat traits (`max_new_tokens`, `temperature` …)."""
 
     @magic_arguments()
-    @argument("task", help="sentiment-analysis, text-generation, zero-shot-classification, fill-mask, ner …")
+    @argument(
+        "task",
+        help="sentiment-analysis, text-generation, zero-shot-classification, fill-mask, ner, "
+        "question-answering, summarization, translation_en_to_fr …",
+    )
     @argument("text", nargs="*", help="The input (line magic); in %%%%llm_pipe the cell is the input.")
     @argument(
         "--model", metavar="MODEL", help="Hub id, folder, .gguf or a loaded NAME (default: the task's)."
@@ -76,10 +81,13 @@ class PipeMagics(ModelMagics, ChatMagics):
         The model is loaded once (as %llm_load would: memory estimate, --quant, dtype, device),
         kept in the registry (%llm_list shows its task, %llm_unload frees it) and reused by the next
         cell with the same task and model. With no --model, the task's default model, as
-        `pipeline(TASK)` picks it (it needs the hub once); text-generation with no --model uses the
-        active chat model when there is one, without a second copy. The raw output (the list of
-        dicts `pipeline` returns) is kept in `_llm_pipe`, and in VAR with --out. --code also shows
-        the plain transformers code, above the result.
+        `pipeline(TASK)` picks it (it needs the hub once); text-generation, summarization,
+        translation and question-answering with no --model use the active chat model when there is
+        one, without a second copy. transformers 5 removed the last three pipelines: they run here
+        on seq2seq, extractive question-answering and chat models, with the old output. The raw
+        output (the list of dicts `pipeline` returns) is kept in `_llm_pipe`, and in VAR with
+        --out. --code also shows the plain transformers code, above the result. Put a question
+        that ends in "?" in the cell: IPython reads a line ending in "?" as a request for help.
 
         Examples::
 
@@ -92,37 +100,38 @@ class PipeMagics(ModelMagics, ChatMagics):
 
             %llm_pipe fill-mask --model distilbert/distilroberta-base Paris is the <mask> of France.
             %llm_pipe ner --code Ada Lovelace worked with Charles Babbage in London.
+            %llm_pipe translation_en_to_fr --model google-t5/t5-small I love learning about LLMs!
+
+            %%llm_pipe question-answering --context "Ada Lovelace worked with Charles Babbage in London."
+            Where did Ada Lovelace work?
         """
         from ..engines import pipeline as tasks
 
         args = parse(self.llm_pipe, line, intermixed=True)
         task = tasks.resolve_task(args.task)
+        base, languages = removed_tasks.split_languages(task)
         inputs = self._pipe_inputs(args, cell)
-        options = self._pipe_options(task, args)
+        options = self._pipe_options(base, args)
+        if languages is not None:
+            options.update(src_lang=languages[0], tgt_lang=languages[1])
         if args.out is not None:
             check_variable_name(args.out, "--out")
         engine, plan, new, default = self._pipe_engine(task, args)
+        # A removed task's head depends on the model (seq2seq, extractive, chat): read its config
+        # first, so a model that cannot do the task is refused before anything loads.
+        config = self._removed_task_config(task, engine, plan, args, default)
+        if config is not None and base == "question-answering":
+            self._answer_options(removed_tasks.runner_for(config), args, options)
+        if config is not None and removed_tasks.runner_for(config) is removed_tasks.Runner.SEQ2SEQ:
+            _, settings = removed_tasks.seq2seq_settings(config, base, languages)
+            if args.max_new_tokens is None and "max_length" in settings:
+                options.pop("max_new_tokens", None)  # the model's own max_length, as the pipeline used
         if args.code:
-            from ..code import pipeline_code
-
-            show(
-                CodeBlock(
-                    pipeline_code(
-                        args.task.strip().lower(),
-                        plan,
-                        inputs,
-                        options,
-                        default=default,
-                        over_loaded_model=isinstance(engine, TransformersEngine)
-                        and not isinstance(engine, tasks.TextGenerationEngine),
-                        fallback=engine.describe().source if engine is not None else "MODEL",
-                    )
-                )
-            )
+            show(CodeBlock(self._pipe_code(task, args, engine, plan, config, inputs, options, default)))
         status = StatusLine(f"{task}")
         try:
             if engine is None:
-                engine = self._load_pipe(task, plan, args, default, status)
+                engine = self._load_pipe(task, plan, args, default, status, config)
             status.update(f"running on {len(inputs) if isinstance(inputs, list) else 1} input(s)")
             raw = self._run_pipe(engine, task, inputs, options)
         except BaseException:
@@ -179,7 +188,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             if getattr(args, flag) not in (None, False) and base != owner:
                 raise InvalidOption(f"--{flag.replace('_', '-')} is for {owner}, not {task}.")
         generation = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
-        if base not in _GENERATING:
+        if base not in _GENERATING and base != "question-answering":  # (a chat model answers by generating)
             for flag in generation:
                 if getattr(args, flag) is not None:
                     raise InvalidOption(f"--{flag.replace('_', '-')} is for generating tasks, not {task}.")
@@ -222,6 +231,29 @@ class PipeMagics(ModelMagics, ChatMagics):
             options["top_k"] = args.top_k
         return options
 
+    def _answer_options(self, runner: removed_tasks.Runner, args: Namespace, options: dict[str, Any]) -> None:
+        """question-answering: an extractive model takes --top-k, a chat model generates its answer."""
+        generation = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
+        if runner is removed_tasks.Runner.CHAT:
+            if args.top_k is not None:
+                raise InvalidOption(
+                    "--top-k is for extractive question-answering models; a chat model gives one answer."
+                )
+            from ..engines.transformers.generation import generate_kwargs
+
+            options.pop("top_k", None)
+            generation_options = self._generation_options(args)
+            generation_options.validate()
+            options.update(generate_kwargs(generation_options))
+            if generation_options.seed is not None:
+                options["seed"] = generation_options.seed
+            return
+        for flag in generation:
+            if getattr(args, flag) is not None:
+                raise InvalidOption(
+                    f"--{flag.replace('_', '-')} is for a chat model; an extractive model does not generate."
+                )
+
     def _pipe_engine(self, task: str, args: Namespace) -> tuple[Engine | None, Any, bool, Any]:
         """(engine or None to load, its plan, whether it is new, the task default used or None)."""
         from .. import loading
@@ -239,7 +271,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             active = self.registry.active_name
             current = self.registry.get(active) if active is not None else None
             if (
-                task == "text-generation"
+                _runs_on_chat_models(task)
                 and isinstance(current, TransformersEngine)
                 and current.model is not None
             ):
@@ -251,7 +283,7 @@ class PipeMagics(ModelMagics, ChatMagics):
         for engine in self.registry:
             known = _plan_of(engine)
             if (
-                _task_of(engine) == task
+                _can_run(engine, task)
                 and known is not None
                 and known.source == plan.source
                 and (known.quantization, known.dtype) == (plan.quantization, plan.dtype)
@@ -268,55 +300,130 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _check_fits(self, engine: Engine, task: str) -> None:
         from ..engines import pipeline as tasks
 
-        if _task_of(engine) == task:
-            return
-        if task == "text-generation" and isinstance(engine, TransformersEngine) and engine.model is not None:
+        if _can_run(engine, task):
             return
         what = _task_of(engine) or "a causal LM"
+        needs = (
+            "a seq2seq, question-answering or chat model"
+            if tasks.is_removed(task)
+            else tasks.head_class(task).__name__
+        )
         raise ModelLoadFailed(
-            f"{engine.name!r} is loaded for {what}; {task} needs {tasks.head_class(task).__name__}: "
+            f"{engine.name!r} is loaded for {what}; {task} needs {needs}: "
             f"pass a model with that head (--model) or leave --model out for the task's default."
         )
 
-    def _load_pipe(self, task: str, plan: Any, args: Namespace, default: Any, status: StatusLine) -> Engine:
+    def _hub_needed(self, error: HubUnreachable, args: Namespace, default: Any) -> HubUnreachable:
+        """A default model the hub must give, said in one line: which model, and why it is needed."""
         from .. import loading
         from ..engines import pipeline as tasks
 
+        typed = args.task.strip().lower()
+        why = "HF_HUB_OFFLINE is set" if loading._hub_offline_mode() else "the hub cannot be reached"
+        if tasks.is_removed(tasks.resolve_task(typed)):
+            picked = f"as pipeline({typed!r}) did in transformers 4"
+            instead = "or load a chat model first (%llm_load), or pass --model FOLDER"
+        else:
+            picked = f"as pipeline({typed!r}) does"
+            instead = "or pass --model FOLDER"
+        return HubUnreachable(
+            f"{typed} uses {default[0]} by default ({picked}): it needs the hub once to download it, "
+            f"and {why}. Run it where the hub is reachable, {instead}."
+        )
+
+    def _removed_task_config(
+        self, task: str, engine: Engine | None, plan: Any, args: Namespace, default: Any
+    ) -> Any:
+        """The model config of a task `removed_tasks` runs (None for the others); a model that
+        cannot do the task is one line here."""
+        from .. import loading
+        from ..engines import pipeline as tasks
+
+        if not tasks.is_removed(task):
+            return None
+        if engine is not None:
+            config = getattr(getattr(engine, "model", None), "config", None)
+        else:
+            try:
+                config = loading.load_config(plan.source, plan.revision, plan.trust_remote_code)
+            except HubUnreachable as error:
+                if default is None:
+                    raise
+                raise self._hub_needed(error, args, default) from error
+        tasks.head_class(task, config)  # refuses a model that cannot do it
+        return config
+
+    def _pipe_code(
+        self,
+        task: str,
+        args: Namespace,
+        engine: Engine | None,
+        plan: Any,
+        config: Any,
+        inputs: str | list[str],
+        options: dict[str, Any],
+        default: Any,
+    ) -> str:
+        from .. import code
+        from ..engines import pipeline as tasks
+
+        fallback = engine.describe().source if engine is not None else "MODEL"
+        if config is not None:
+            return code.removed_task_code(
+                task, removed_tasks.runner_for(config), plan, config, inputs, options, fallback=fallback
+            )
+        return code.pipeline_code(
+            args.task.strip().lower(),
+            plan,
+            inputs,
+            options,
+            default=default,
+            over_loaded_model=isinstance(engine, TransformersEngine)
+            and not isinstance(engine, tasks.TextGenerationEngine),
+            fallback=fallback,
+        )
+
+    def _load_pipe(
+        self, task: str, plan: Any, args: Namespace, default: Any, status: StatusLine, config: Any
+    ) -> Engine:
+        from .. import loading
+        from ..engines import pipeline as tasks
+
+        head = tasks.head_class(task, config)
         try:
             loaded = loading.load_weights(
                 plan,
-                auto_class=tasks.head_class(task),
+                auto_class=head,
                 check_memory=self.check_memory and not args.force,
                 progress=status.update,
             )
         except HubUnreachable as error:
             if default is None:
                 raise
-            typed = args.task.strip().lower()
-            why = "HF_HUB_OFFLINE is set" if loading._hub_offline_mode() else "the hub cannot be reached"
-            raise HubUnreachable(
-                f"{typed} uses {default[0]} by default (as pipeline({typed!r}) does): it needs the hub "
-                f"once to download it, and {why}. Run it where the hub is reachable, or pass --model FOLDER."
-            ) from error
-        info = tasks.task_details(task, loaded.info)
+            raise self._hub_needed(error, args, default) from error
+        name = tasks.task_info(task).name
+        info = tasks.task_details(name, loaded.info)
         engine: Any
-        if task == "text-generation":
-            engine = tasks.TextGenerationEngine(info, loaded.tokenizer, loaded.model)
+        if head.__name__ == "AutoModelForCausalLM":
+            engine = tasks.TextGenerationEngine(info, loaded.tokenizer, loaded.model, task=name)
         else:
-            engine = tasks.PipelineEngine(info, task, loaded.model, loaded.tokenizer)
+            engine = tasks.PipelineEngine(info, name, loaded.model, loaded.tokenizer)
         engine.plan = plan
         return engine
 
     def _run_pipe(self, engine: Engine, task: str, inputs: str | list[str], options: dict[str, Any]) -> Any:
         from ..engines import pipeline as tasks
 
-        if isinstance(engine, (tasks.PipelineEngine, tasks.TextGenerationEngine)):
+        name = tasks.task_info(task).name
+        if isinstance(engine, (tasks.PipelineEngine, tasks.TextGenerationEngine)) and engine.task == name:
             return engine.run(inputs, **options)
-        assert isinstance(engine, TransformersEngine)
-        # A chat model already loaded: a pipeline over the same objects, nothing copied.
-        self._configure(engine)
+        # A model already loaded for something else that can also do this (a chat model; a seq2seq
+        # model loaded for summarization, now translating): a pipeline over the same objects.
+        assert isinstance(engine, (tasks.PipelineEngine, TransformersEngine))
+        if isinstance(engine, TransformersEngine):
+            self._configure(engine)
         return tasks.run_pipeline(
-            tasks.make_pipeline(task, engine.model, engine.tokenizer), inputs, dict(options)
+            tasks.make_pipeline(name, engine.model, engine.tokenizer), inputs, dict(options)
         )
 
 
@@ -326,6 +433,37 @@ __all__ = ["PipeMagics"]
 def _task_of(engine: Engine) -> str | None:
     """The pipeline task an engine runs, or None for engines that run none."""
     return engine.task if isinstance(engine, (PipelineEngine, TextGenerationEngine)) else None
+
+
+def _can_run(engine: Engine, task: str) -> bool:
+    """Whether a loaded engine's model can do `task`: the task it was loaded for; text-generation
+    or a removed task on a chat model; a removed task on a model with a head that does it."""
+    from ..engines import pipeline as tasks
+
+    name = tasks.task_info(task).name
+    if _task_of(engine) == name:
+        return True
+    model = (
+        getattr(engine, "model", None) if isinstance(engine, (PipelineEngine, TransformersEngine)) else None
+    )
+    if model is None:
+        return False
+    if isinstance(engine, TransformersEngine):
+        return _runs_on_chat_models(task)
+    if not tasks.is_removed(task):
+        return False
+    try:
+        tasks.head_class(task, model.config)
+    except InvalidOption:
+        return False
+    return True
+
+
+def _runs_on_chat_models(task: str) -> bool:
+    """text-generation, and the tasks transformers removed, run on a chat model already loaded."""
+    from ..engines import pipeline as tasks
+
+    return task == "text-generation" or tasks.is_removed(task)
 
 
 def _plan_of(engine: Engine) -> Any:
