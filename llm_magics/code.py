@@ -292,6 +292,9 @@ def removed_task_code(
         if base == "question-answering":
             lines += [
                 f"    context = {context!r}",
+                "    for label in ('answer:', 'a:'):  # small models echo the prompt's format",
+                "        if produced.lower().startswith(label):",
+                "            produced = produced[len(label):].strip()",
                 "    at = context.lower().find(produced.lower()) if produced else -1  # where to highlight it",
                 "    found = at >= 0",
                 "    result.append({'score': None, 'start': at if found else None,",

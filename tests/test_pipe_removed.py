@@ -238,6 +238,7 @@ def test_a_chat_models_answer_has_no_score_and_is_found_in_the_context(shell, ti
     assert answer["score"] is None and answer == _located(answer["answer"], CONTEXT)
     assert _located("london", CONTEXT) == {"score": None, "start": 23, "end": 29, "answer": "london"}
     assert _located("Rome", CONTEXT)["start"] is None
+    assert _located("A: London", CONTEXT)["answer"] == "London"
     assert f"A: {answer['answer']}" in shown_text(captured)
 
 

@@ -395,9 +395,16 @@ def chat_prompt(
     return [{"role": "user", "content": prompt}]
 
 
+#: Labels small chat models put before an answer, echoing the prompt's "Question:" format.
+_ANSWER_LABELS = ("answer:", "a:")
+
+
 def _located(answer: str, context: str) -> dict[str, Any]:
     """A generated answer in the extractive shape: where it first occurs in the context (so it can
     be highlighted), or None when the model did not quote the context; no score."""
+    label = next((label for label in _ANSWER_LABELS if answer.lower().startswith(label)), None)
+    if label is not None:
+        answer = answer[len(label) :].strip()
     at = context.lower().find(answer.lower()) if answer else -1
     if at < 0:
         return {"score": None, "start": None, "end": None, "answer": answer}
