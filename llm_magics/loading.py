@@ -888,6 +888,7 @@ def load_weights(
             )
             return LoadedWeights(None, tokenizer, info)
 
+        _check_pickle_archive(location, access)
         with _bars_to(progress), warnings.catch_warnings():
             # torch's weights_only reader warns about a pickle protocol it did not write, just
             # before it refuses the file: the refusal (UnsafeWeights) is the one line to show.
@@ -966,6 +967,29 @@ def _cpu_4bit_misfit(model: Any, plan: LoadPlan) -> str | None:
                 f"{module.in_features}. Load it without --quant."
             )
     return None
+
+
+def _check_pickle_archive(location: str | Path, access: dict[str, Any]) -> None:
+    """A `pytorch_model.bin` that torch would read (no safetensors beside it) but that is a broken
+    zip archive, a download cut short, is one line; torch itself raises a bare RuntimeError there.
+
+    torch has written pickle weights as zip archives since 1.6; a file in the legacy format (not a
+    zip at all) is left to torch.
+    """
+    import zipfile
+
+    if not isinstance(location, Path) or not _weights_are_pickles(location, access):
+        return
+    weights = location / "pytorch_model.bin"
+    if not weights.is_file():
+        return  # sharded: the index names the files, and torch reads each
+    with weights.open("rb") as file:
+        is_zip_header = file.read(4) == b"PK\x03\x04"
+    if is_zip_header and not zipfile.is_zipfile(weights):
+        raise ModelLoadFailed(
+            f"Cannot load {weights}: pytorch_model.bin is a zip archive with its end missing "
+            "(a download or copy cut short); fetch the file again."
+        )
 
 
 def _weights_are_pickles(location: str | Path, access: dict[str, Any]) -> bool:
