@@ -316,3 +316,10 @@ def test_the_code_for_a_removed_task_on_a_chat_model_runs_and_gives_the_same(she
         code = printed_code(captured)
         assert "apply_chat_template" in code
         assert execute(code)["result"] == shell.user_ns["_llm_pipe"]
+
+
+def test_a_model_loaded_for_another_head_is_refused_for_a_removed_task(shell, task_models):
+    shell.run_line_magic("llm_pipe", f"fill-mask --model {task_models['mlm']} --as masked the [MASK] day")
+    result, captured = run(shell, "%llm_pipe summarization --model masked some text")
+    assert_one_line_error(result, captured, "ModelLoadFailed", "seq2seq, question-answering or chat model")
+    assert magics(shell).registry.names() == ["masked"]

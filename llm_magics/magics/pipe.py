@@ -450,7 +450,8 @@ def _can_run(engine: Engine, task: str) -> bool:
         return False
     if isinstance(engine, TransformersEngine):
         return _runs_on_chat_models(task)
-    if not tasks.is_removed(task):
+    # A pipeline engine holds a task head: a seq2seq or extractive one may do a removed task too.
+    if not tasks.is_removed(task) or removed_tasks.runner_for(model.config) is removed_tasks.Runner.CHAT:
         return False
     try:
         tasks.head_class(task, model.config)
