@@ -7,6 +7,14 @@ as transformers' own `TemperatureLogitsWarper` → `TopKLogitsWarper` → `TopPL
 `generate(do_sample=True)`, so a token shown as cut is one that `generate` could never pick, ties
 included. Greedy steps take the argmax, as `generate(do_sample=False)` does.
 
+A server gives less: only its K likeliest tokens' log-probabilities (`PredictsTopNext`, vLLM).
+Then the T = 1 probabilities of those K, their ranks and the share outside them are exact, and the
+rest of the vocabulary is one remainder, `1 - sum(top K)`, never drawn as tokens it is not known
+to be. Temperature, top-k and top-p are applied within the K listed tokens, as if the remainder
+did not exist: the sampled column is exact when top-k keeps only listed tokens (always, as K is
+at least --top-k) or at temperature 0, and approximate otherwise; the tempered column is
+approximate. The entropy is a lower bound. A note on the view says all this.
+
 Nothing is kept between calls: each result holds a few dozen numbers and strings, never a tensor.
 torch is imported only inside the functions that compute.
 """
@@ -21,7 +29,15 @@ from enum import Enum
 from typing import Any
 
 from .conversation import check_text
-from .engines.base import MAX_TEMPERATURE, Engine, PredictsNext, Tokenizes
+from .engines.base import (
+    MAX_TEMPERATURE,
+    Engine,
+    ExplainsLimits,
+    PredictsNext,
+    PredictsTopNext,
+    Tokenizes,
+    TopLogprobs,
+)
 from .errors import InvalidOption, NotSupported
 from .tokens import _special_ids
 
@@ -112,6 +128,11 @@ class NextToken:
     `candidates` are the likeliest tokens, in rank order (ties by id). Entropies are in bits.
     `kept` counts the tokens sampling can pick; `kept_tempered` is the share of the tempered
     probability they had before the cuts renormalised it.
+
+    From a server (`known` is then the number of tokens it listed, `vocab_size` 0: unknown):
+    `logit` holds each token's log-probability, `tempered`, `sampled`, `kept` and
+    `kept_tempered` are computed within the listed tokens, `exact_sampling` says whether the
+    sampled column is nonetheless exact, `entropy` is a lower bound and `entropy_tempered` None.
     """
 
     name: str
@@ -125,8 +146,15 @@ class NextToken:
     kept: int
     kept_tempered: float
     entropy: float
-    entropy_tempered: float
+    entropy_tempered: float | None
     notes: tuple[str, ...] = ()
+    known: int | None = None
+    exact_sampling: bool = True
+
+    @property
+    def partial(self) -> bool:
+        """Only the top `known` tokens are known (a server's log-probabilities)."""
+        return self.known is not None
 
     @property
     def shown_probability(self) -> float:
@@ -181,10 +209,14 @@ class Steps:
 
 
 def require_engine(engine: Any) -> Any:
-    """`engine` when it can give next-token probabilities, else `NotSupported` in one line."""
-    if isinstance(engine, PredictsNext) and isinstance(engine, Tokenizes):
+    """`engine` when it can give next-token probabilities (all of them, or a server's top K), else
+    `NotSupported` in one line."""
+    if isinstance(engine, (PredictsNext, PredictsTopNext)) and isinstance(engine, Tokenizes):
         return engine
     name = getattr(engine, "name", "this model")
+    reason = engine.why_not(PredictsNext) if isinstance(engine, ExplainsLimits) else None
+    if reason:
+        raise NotSupported(reason)
     if isinstance(engine, Engine) and engine.describe().tokenizer_only:
         why = "it is loaded as a tokenizer only; load it again without --tokenizer-only (add --reload)"
     else:
@@ -231,6 +263,18 @@ def _check_context(engine: Any, n_tokens: int, what: str) -> None:
         raise InvalidOption(
             f"{what} needs {n_tokens:,} tokens, more than {engine.name}'s context of {limit:,}."
         )
+
+
+def _partial(engine: Any) -> bool:
+    """The engine gives only its top K (a server), not the whole distribution."""
+    return not isinstance(engine, PredictsNext)
+
+
+def _top(engine: Any, ids: Sequence[int], k: int) -> TopLogprobs:
+    top = engine.next_token_top(list(ids), k)
+    if not top.ids:
+        raise TypeError("next_token_top must list at least one token")
+    return top
 
 
 def _logits(engine: Any, ids: Sequence[int]) -> Any:
@@ -379,6 +423,79 @@ def _candidates(
     return out
 
 
+def _top_candidates(
+    tokenizer: Any, top: TopLogprobs, warped: Warped, positions: Sequence[int]
+) -> list[Candidate]:
+    """Candidates at `positions` of a server's list; `warped` was computed over the list alone."""
+    ids = [top.ids[i] for i in positions]
+    out = []
+    for position, token_id, (token, text, special, partial) in zip(
+        positions, ids, _labels(tokenizer, ids), strict=True
+    ):
+        cut: Cut | None = None
+        if bool(warped.cut_k[position]):
+            cut = Cut.TOP_K
+        elif bool(warped.cut_p[position]):
+            cut = Cut.GREEDY if warped.greedy else Cut.TOP_P
+        out.append(
+            Candidate(
+                id=int(token_id),
+                token=token,
+                text=text,
+                rank=position + 1,
+                logit=top.logprobs[position],
+                probability=math.exp(top.logprobs[position]),
+                tempered=float(warped.tempered[position]),
+                sampled=float(warped.sampled[position]),
+                cut=cut,
+                special=special,
+                partial_bytes=partial,
+            )
+        )
+    return out
+
+
+def _warp_top(top: TopLogprobs, sampling: Sampling) -> Warped:
+    """`warp` over the listed tokens only, as if the rest of the vocabulary did not exist: their
+    log-probabilities are logits up to a constant, which softmax ignores."""
+    import torch
+
+    return warp(torch.tensor(top.logprobs, dtype=torch.float64), sampling)
+
+
+def entropy_lower_bound(top: TopLogprobs) -> float:
+    """Bits the whole distribution has at least, knowing only its top K: the listed tokens'
+    share, plus the remainder R at its least spread. Every unlisted token has a probability of at
+    most min(p_K, R), so together they add at least R · log2(1 / min(p_K, R))."""
+    probs = [math.exp(lp) for lp in top.logprobs]
+    known = -math.fsum(p * math.log2(p) for p in probs if p > 0)
+    rest = top.remainder
+    if rest <= 0:
+        return max(0.0, known)
+    return max(0.0, known + rest * math.log2(1 / min(min(probs), rest)))
+
+
+def _partial_note(top: TopLogprobs, sampling: Sampling, exact: bool) -> str:
+    k = len(top.ids)
+    note = (
+        f"The server listed only its {k} likeliest tokens: the other {top.remainder:.1%} of the "
+        "probability is spread over the rest of the vocabulary, token by token unknown."
+    )
+    if sampling == Sampling():
+        return note
+    if sampling.greedy:
+        return note + " Greedy needs only the likeliest, so the sampled column is exact."
+    approximate = [] if sampling.temperature == 1.0 else ["p at T"]
+    if not exact:
+        approximate.append("sampled")
+    tail = f" Temperature, top-k and top-p are applied within those {k} as if the rest did not exist"
+    if approximate:
+        tail += f": {' and '.join(approximate)} ≈ approximate"
+    if exact:
+        tail += f"; sampled is exact, as top-k {sampling.top_k} keeps only listed tokens"
+    return note + tail + "."
+
+
 def _rank(logits: Any, token_id: int) -> int:
     """1 + how many tokens come before `token_id` in the stable descending order."""
     value = logits[token_id]
@@ -414,6 +531,22 @@ def next_token_distribution(
     engine = require_engine(engine)
     tokenizer = engine.tokenizer
     ids, prompt = prompt_ids(tokenizer, text, chat=chat)
+    if _partial(engine):
+        _check_context(engine, len(ids) + 1, "The text and the next token")
+        # Enough listed tokens for the bars and for top-k, so what top-k keeps is always known.
+        top = _top(engine, ids, max(show, top_k))
+        result = distribution_from_top(
+            top,
+            tokenizer,
+            sampling,
+            name=engine.name,
+            text=text,
+            prompt=prompt,
+            prompt_tokens=len(ids),
+            chat=chat,
+            show=show,
+        )
+        return replace(result, notes=(*_chat_notes(engine, chat), *result.notes))
     _check_context(engine, len(ids), "The text")
     result = distribution_from_logits(
         _logits(engine, ids),
@@ -463,6 +596,48 @@ def distribution_from_logits(
     )
 
 
+def distribution_from_top(
+    top: TopLogprobs,
+    tokenizer: Any,
+    sampling: Sampling,
+    *,
+    name: str = "",
+    text: str = "",
+    prompt: str = "",
+    prompt_tokens: int = 0,
+    chat: bool = False,
+    show: int = 10,
+) -> NextToken:
+    """`NextToken` from a server's top K only: exact T = 1 probabilities and ranks for those K;
+    temperature and the cuts applied within them (exact for the sampled column when top-k keeps
+    only listed tokens, or greedy); the entropy as a lower bound. See the module's docstring."""
+    warped = _warp_top(top, sampling)
+    kept = ~(warped.cut_k | warped.cut_p)
+    # At T = 1 with no cut, sampling draws each token with its own probability: exact, no renormalising.
+    plain = sampling == Sampling()
+    exact = plain or sampling.greedy or 1 <= sampling.top_k <= len(top.ids)
+    candidates = _top_candidates(tokenizer, top, warped, range(min(show, len(top.ids))))
+    if plain:
+        candidates = [replace(c, tempered=c.probability, sampled=c.probability) for c in candidates]
+    return NextToken(
+        name=name,
+        text=text,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        chat=chat,
+        sampling=sampling,
+        candidates=tuple(candidates),
+        vocab_size=0,
+        kept=int(kept.sum()),
+        kept_tempered=float(warped.tempered[kept].sum()),
+        entropy=entropy_lower_bound(top),
+        entropy_tempered=None,
+        notes=(_partial_note(top, sampling, exact),),
+        known=len(top.ids),
+        exact_sampling=exact,
+    )
+
+
 def next_token_steps(
     engine: Any,
     text: str,
@@ -492,10 +667,22 @@ def next_token_steps(
     if seed is not None and not sample:
         raise InvalidOption("--seed only matters with --sample (greedy steps need no seed).")
     engine = require_engine(engine)
+    partial = _partial(engine)
+    if partial and sample:
+        raise NotSupported(
+            f"--sample draws from the whole distribution, and {engine.name}'s server lists only its "
+            "likeliest tokens: drop --sample for greedy steps, or let the server sample with "
+            "%%llm_complete --temperature T --seed S."
+        )
     tokenizer = engine.tokenizer
     ids, prompt = prompt_ids(tokenizer, text, chat=chat)
     _check_context(engine, len(ids) + steps, f"The text and {steps} steps")
     notes = list(_chat_notes(engine, chat))
+    if partial:
+        notes.append(
+            f"From the server's top {runners_up + 1} log-probabilities at each step: the probabilities "
+            "and ranks are exact, greedy needs nothing more."
+        )
     if sample and seed is None:
         seed = int(torch.seed() % 2**63)
         notes.append(f"No --seed given: this run used --seed {seed}; give it to get the same tokens again.")
@@ -509,17 +696,28 @@ def next_token_steps(
     pending: list[int] = []
     end = StepsEnd.STEPS
     for index in range(steps):
-        logits = _logits(engine, ids + generated)
-        warped = warp(logits, sampling)
-        if generator is not None and not sampling.greedy:
-            chosen = int(torch.multinomial(warped.sampled.unsqueeze(0), 1, generator=generator)[0, 0])
+        if partial:
+            # Greedy: the server's likeliest is the argmax (its list is sorted, ties by id).
+            top = _top(engine, ids + generated, runners_up + 1)
+            top_warped = _warp_top(top, sampling)
+            chosen = top.ids[0]
+            probability, sampled, rank = math.exp(top.logprobs[0]), float(top_warped.sampled[0]), 1
+            others_at = range(1, min(len(top.ids), runners_up + 1))
+            runner_candidates = _top_candidates(tokenizer, top, top_warped, others_at)
         else:
-            chosen = int(torch.argmax(logits))
+            logits = _logits(engine, ids + generated)
+            warped = warp(logits, sampling)
+            if generator is not None and not sampling.greedy:
+                chosen = int(torch.multinomial(warped.sampled.unsqueeze(0), 1, generator=generator)[0, 0])
+            else:
+                chosen = int(torch.argmax(logits))
+            probs = logits.softmax(dim=-1)
+            probability, sampled = float(probs[chosen]), float(warped.sampled[chosen])
+            rank = _rank(logits, chosen)
+            order = _ranked(logits)
+            others = [int(i) for i in order[: runners_up + 1] if int(i) != chosen][:runners_up]
+            runner_candidates = _candidates(tokenizer, logits, warped, probs, others)
         generated.append(chosen)
-        probs = logits.softmax(dim=-1)
-        order = _ranked(logits)
-        others = [int(i) for i in order[: runners_up + 1] if int(i) != chosen][:runners_up]
-        runner_candidates = _candidates(tokenizer, logits, warped, probs, others)
         (token, _, special, _) = _labels(tokenizer, [chosen])[0]
         pending.append(chosen)
         grown = _decode(tokenizer, ids + generated)
@@ -537,9 +735,9 @@ def next_token_steps(
                 token=token,
                 piece=piece,
                 piece_ids=piece_ids,
-                probability=float(probs[chosen]),
-                sampled=float(warped.sampled[chosen]),
-                rank=_rank(logits, chosen),
+                probability=probability,
+                sampled=sampled,
+                rank=rank,
                 runners_up=tuple(runner_candidates),
                 text=shown_text,
                 special=special,
@@ -574,6 +772,11 @@ class NextTokenSession:
         import torch
 
         self.engine = require_engine(engine)
+        if _partial(self.engine):
+            raise NotSupported(
+                f"--live redraws the whole distribution at each slider move, and {self.engine.name}'s "
+                "server lists only its likeliest tokens: drop --live (the view says what it knows)."
+            )
         self.chat = chat
         self.show = show
         self.text = ""
@@ -652,6 +855,8 @@ __all__ = [
     "Steps",
     "StepsEnd",
     "distribution_from_logits",
+    "distribution_from_top",
+    "entropy_lower_bound",
     "entropy_bits",
     "next_token_distribution",
     "next_token_steps",
