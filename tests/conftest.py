@@ -152,3 +152,16 @@ def smollm(bundled_gguf):
 
     engine = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
     return engine.model, engine.tokenizer
+
+
+@pytest.fixture
+def fake(smollm_tokenizer):
+    """The fake vLLM of `tests.remote_servers` (SmolLM2's tokenizer, a 2,048-token context), started
+    for one test. It has no model until a test gives it one (`fake.lm`) for log-probabilities."""
+    from tests.remote_servers import FakeVllm
+
+    server = FakeVllm(smollm_tokenizer, max_model_len=2048).start()
+    try:
+        yield server
+    finally:
+        server.stop()
