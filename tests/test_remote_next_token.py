@@ -1,0 +1,194 @@
+"""`%llm_next` on a remote engine: the fake vLLM of `tests.remote_servers` answers `max_tokens=1,
+logprobs=K` with REAL log-probabilities from a tiny Llama run in-process (SmolLM2's tokenizer),
+so each remote distribution is compared with the same model's own forward pass here."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llm_magics.engines.base import PredictsTopNext
+from llm_magics.engines.remote import ScoringRemoteEngine, TokenizingRemoteEngine, connect
+from llm_magics.errors import LogprobsRefused, NotSupported
+from llm_magics.next_token import next_token_distribution, next_token_steps
+from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
+from tests.remote_servers import FakeVllm
+
+TEXT = "The capital of France is"
+
+
+@pytest.fixture
+def local(tiny_engine):
+    """The tiny Llama in-process: the reference the server's answers must equal."""
+    return tiny_engine("llama")
+
+
+@pytest.fixture
+def remote(fake: FakeVllm, local):
+    fake.lm = local.model
+    engine = connect(fake.url)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def _local_top(local, ids, k):
+    import torch
+
+    logits = local.next_token_logits(ids).float()
+    probs = logits.softmax(dim=-1)
+    values, indices = torch.topk(probs, k)
+    return [int(i) for i in indices], [float(v) for v in values], logits
+
+
+def _next_requests(fake: FakeVllm) -> list[dict]:
+    return [body for path, body in fake.requests if path == "/v1/completions" and body.get("max_tokens") == 1]
+
+
+# --------------------------------------------------------------------------- the distribution
+
+
+def test_a_vllm_engine_predicts_the_top_k(remote):
+    assert isinstance(remote, ScoringRemoteEngine) and isinstance(remote, PredictsTopNext)
+    assert "log-probabilities" in dict(remote.describe().details)["next-token view"]
+
+
+def test_the_server_top_k_equals_the_local_forward_pass(remote, local, fake: FakeVllm):
+    dist = next_token_distribution(remote, TEXT, show=10)
+    ids = local.tokenizer(TEXT)["input_ids"]
+    top_ids, top_probs, _ = _local_top(local, ids, 10)
+    assert [c.id for c in dist.candidates] == top_ids
+    assert [c.rank for c in dist.candidates] == list(range(1, 11))
+    for candidate, p in zip(dist.candidates, top_probs, strict=True):
+        assert candidate.probability == pytest.approx(p, rel=1e-4, abs=1e-7)
+    # The local view of the same text agrees token for token and rank for rank.
+    here = next_token_distribution(local, TEXT, show=10)
+    assert [(c.id, c.rank) for c in dist.candidates] == [(c.id, c.rank) for c in here.candidates]
+    # Texts too, but for tokens holding some bytes of a character: the server names no vocabulary
+    # string to read those bytes from, so they stay "�" where the local view shows the bytes.
+    for mine, theirs in zip(dist.candidates, here.candidates, strict=True):
+        assert mine.text == theirs.text or (theirs.partial_bytes is not None and mine.text == "�")
+    assert dist.partial and dist.known == 10 and dist.prompt_tokens == len(ids)
+    # T = 1 with no cut: sampling draws each token with its own probability, nothing renormalised.
+    assert dist.exact_sampling and all(c.sampled == c.tempered == c.probability for c in dist.candidates)
+    assert dist.shown_probability == pytest.approx(here.shown_probability, rel=1e-4)
+    # The entropy is a true lower bound of the whole distribution's.
+    assert dist.entropy <= here.entropy + 1e-6
+    request = _next_requests(fake)[-1]
+    assert request["prompt"] == ids and request["logprobs"] == 10 and request["temperature"] == 0
+    assert request["return_tokens_as_token_ids"] is True
+
+
+def test_the_chat_path_uses_the_template_through_tokenize(remote, local, fake: FakeVllm):
+    dist = next_token_distribution(remote, "What is the capital of France?", chat=True, show=5)
+    here = next_token_distribution(local, "What is the capital of France?", chat=True, show=5)
+    assert dist.prompt_tokens == here.prompt_tokens and dist.prompt == here.prompt
+    assert [c.id for c in dist.candidates] == [c.id for c in here.candidates]
+    for mine, theirs in zip(dist.candidates, here.candidates, strict=True):
+        assert mine.probability == pytest.approx(theirs.probability, rel=1e-4, abs=1e-7)
+    assert any(path == "/tokenize" and "messages" in body for path, body in fake.requests)
+    assert "<|im_start|>" in dist.prompt
+
+
+def test_top_k_keeps_only_listed_tokens_so_sampling_is_exact(remote, local):
+    dist = next_token_distribution(remote, TEXT, temperature=0.7, top_k=3, top_p=0.9, show=6)
+    here = next_token_distribution(local, TEXT, temperature=0.7, top_k=3, top_p=0.9, show=6)
+    assert dist.exact_sampling
+    for mine, theirs in zip(dist.candidates, here.candidates, strict=True):
+        assert mine.cut == theirs.cut
+        assert mine.sampled == pytest.approx(theirs.sampled, rel=1e-4, abs=1e-7)
+    assert "sampled is exact" in dist.notes[-1]
+
+
+def test_without_top_k_the_sampling_columns_are_marked_approximate(remote):
+    dist = next_token_distribution(remote, TEXT, temperature=0.7, top_p=0.9, show=5)
+    assert not dist.exact_sampling and dist.entropy_tempered is None
+    note = dist.notes[-1]
+    assert "listed only its 5 likeliest tokens" in note and "p at T and sampled ≈ approximate" in note
+    from llm_magics.display.next_token import NextTokenView
+
+    text = NextTokenView(dist).text()
+    assert "≈ p at T = 0.7" in text and "≈ sampled" in text and "Entropy at least" in text
+    assert "as if the rest of the vocabulary did not exist" in text
+
+
+def test_greedy_steps_equal_the_local_greedy_steps(remote, local):
+    mine = next_token_steps(remote, TEXT, steps=5)
+    theirs = next_token_steps(local, TEXT, steps=5)
+    assert [s.id for s in mine.steps] == [s.id for s in theirs.steps]
+    assert mine.steps[-1].text == theirs.steps[-1].text
+    for a, b in zip(mine.steps, theirs.steps, strict=True):
+        assert a.probability == pytest.approx(b.probability, rel=1e-4, abs=1e-7)
+        assert a.rank == b.rank == 1
+        assert [c.id for c in a.runners_up] == [c.id for c in b.runners_up]
+    assert any("top 4 log-probabilities" in note for note in mine.notes)
+
+
+def test_sampled_steps_are_refused_in_one_line(remote, fake: FakeVllm):
+    with pytest.raises(NotSupported, match="drop --sample"):
+        next_token_steps(remote, TEXT, steps=3, sample=True, seed=0)
+    assert not _next_requests(fake)
+
+
+def test_over_the_server_cap_is_one_error(remote, fake: FakeVllm):
+    with pytest.raises(LogprobsRefused, match="--max-logprobs 25") as caught:
+        next_token_distribution(remote, TEXT, show=25)
+    assert "greater than max allowed: 20" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_server_without_log_probabilities_says_why(smollm_tokenizer):
+    other = FakeVllm(smollm_tokenizer, max_model_len=2048, owned_by="someone").start()
+    engine = connect(other.url)
+    try:
+        assert isinstance(engine, TokenizingRemoteEngine) and not isinstance(engine, PredictsTopNext)
+        with pytest.raises(NotSupported, match="runs on a server that gives none"):
+            next_token_distribution(engine, TEXT)
+    finally:
+        engine.close()
+        other.stop()
+
+
+# --------------------------------------------------------------------------- the magic
+
+
+@pytest.fixture
+def loaded(shell, fake: FakeVllm, local):
+    fake.lm = local.model
+    result, captured = run(shell, f"%llm_load --endpoint {fake.url} --as served")
+    assert result.success, captured.stderr
+    return shell
+
+
+def test_llm_next_on_a_remote_entry_shows_the_partial_distribution(loaded, local):
+    result, captured = run(loaded, f"%llm_next --top-k 3 --temperature 0.7 {TEXT}")
+    assert result.success, captured.stderr
+    text, page = shown_text(captured), shown_html(captured)
+    here = next_token_distribution(local, TEXT, show=10)
+    assert here.candidates[0].text.strip() in text
+    for fragment in ("listed only its 10 likeliest tokens", "sampled is exact", "Entropy at least"):
+        assert fragment in text and fragment in page
+    assert "log p" in page
+
+
+@pytest.mark.parametrize("flags", ["--show 25", "--top-k 30"])
+def test_llm_next_over_the_cap_is_one_line_and_changes_nothing(loaded, flags):
+    before_names = list(magics(loaded).registry)
+    before_ns = set(loaded.user_ns)
+    result, captured = run(loaded, f"%llm_next {flags} {TEXT}")
+    assert_one_line_error(result, captured, "LogprobsRefused", "--max-logprobs")
+    assert list(magics(loaded).registry) == before_names and set(loaded.user_ns) == before_ns
+
+
+def test_llm_next_live_on_a_remote_entry_is_one_line(loaded):
+    result, captured = run(loaded, f"%llm_next --live {TEXT}")
+    assert_one_line_error(result, captured, "NotSupported", "drop --live")
+
+
+def test_llm_next_steps_on_a_remote_entry(loaded, local):
+    result, captured = run(loaded, f"%llm_next --steps 3 {TEXT}")
+    assert result.success, captured.stderr
+    steps = next_token_steps(local, TEXT, steps=3)
+    assert "Text: " in shown_text(captured)
+    assert math.isclose(len(steps.steps), 3)
