@@ -834,6 +834,11 @@ class ScoringRemoteEngine(TokenizingRemoteEngine):
         - The values are raw: vLLM's default `--logprobs-mode raw_logprobs` takes them from the
           model's logits before temperature, penalties, top-k and top-p (vllm/v1/sample/sampler.py,
           step 1 of `Sampler`); temperature 0 is sent anyway, so nothing is sampled.
+        - `--chat` sends ids too: the chat template's, from `/tokenize` with `messages` and
+          `add_generation_prompt` (vLLM's TokenizeChatRequest in
+          vllm/entrypoints/serve/tokenize/protocol.py: the server's own template). One request
+          shape for both, and the view knows the prompt's ids and text, as `%tokens --chat` shows
+          them; `/v1/chat/completions` with `top_logprobs` would hide the prompt it built.
         """
 
         def refused(said: str) -> LogprobsRefused:
