@@ -10,10 +10,12 @@ included. Greedy steps take the argmax, as `generate(do_sample=False)` does.
 A server gives less: only its K likeliest tokens' log-probabilities (`PredictsTopNext`, vLLM).
 Then the T = 1 probabilities of those K, their ranks and the share outside them are exact, and the
 rest of the vocabulary is one remainder, `1 - sum(top K)`, never drawn as tokens it is not known
-to be. Temperature, top-k and top-p are applied within the K listed tokens, as if the remainder
-did not exist: the sampled column is exact when top-k keeps only listed tokens (always, as K is
-at least --top-k) or at temperature 0, and approximate otherwise; the tempered column is
-approximate. The entropy is a lower bound. A note on the view says all this.
+to be. What sampling does is exact where the K suffice: greedy; T = 1 without cuts; top-k (K is
+asked at least as large, so top-k keeps only listed tokens); top-p at T = 1 once it cuts a listed
+token (every unlisted token, each less likely than any listed one, is cut before it). Elsewhere
+temperature and the cuts are applied within the K listed tokens as if the rest did not exist,
+and marked approximate (≈); the tempered column at T ≠ 1 always is. The entropy is a lower
+bound. A note on the view says which case it is.
 
 Nothing is kept between calls: each result holds a few dozen numbers and strings, never a tensor.
 torch is imported only inside the functions that compute.
@@ -64,6 +66,21 @@ class StepsEnd(str, Enum):
 
     STEPS = "steps done"
     END_OF_TEXT = "end of text"
+
+
+class PartialSampling(str, Enum):
+    """How much of what sampling does a server's top K tells (`distribution_from_top`)."""
+
+    PLAIN = "plain"  # T = 1, no cut: each token is drawn with its own, known probability
+    GREEDY = "greedy"  # only the likeliest is ever drawn, and it is listed
+    TOP_K = "top-k"  # top-k keeps only listed tokens: the sampled column is exact
+    TOP_P_CUTS_REST = "top-p cuts the rest"  # T = 1: top-p cuts every unlisted token and some listed
+    TOP_P_KEEPS_REST = "top-p keeps some rest"  # T = 1: top-p keeps every listed token and some unlisted
+    WITHIN_LISTED = "within the listed"  # temperature: the rest's tempered share is unknown
+
+    @property
+    def exact(self) -> bool:
+        return self not in (PartialSampling.TOP_P_KEEPS_REST, PartialSampling.WITHIN_LISTED)
 
 
 @dataclass(frozen=True)
@@ -130,9 +147,9 @@ class NextToken:
     probability they had before the cuts renormalised it.
 
     From a server (`known` is then the number of tokens it listed, `vocab_size` 0: unknown):
-    `logit` holds each token's log-probability, `tempered`, `sampled`, `kept` and
-    `kept_tempered` are computed within the listed tokens, `exact_sampling` says whether the
-    sampled column is nonetheless exact, `entropy` is a lower bound and `entropy_tempered` None.
+    `logit` holds each token's log-probability, `partial_sampling` says how much of `tempered`,
+    `sampled`, the cuts, `kept` and `kept_tempered` the listed tokens tell exactly (else they are
+    computed within them), `entropy` is a lower bound and `entropy_tempered` None.
     """
 
     name: str
@@ -149,12 +166,17 @@ class NextToken:
     entropy_tempered: float | None
     notes: tuple[str, ...] = ()
     known: int | None = None
-    exact_sampling: bool = True
+    partial_sampling: PartialSampling | None = None
 
     @property
     def partial(self) -> bool:
         """Only the top `known` tokens are known (a server's log-probabilities)."""
         return self.known is not None
+
+    @property
+    def exact_sampling(self) -> bool:
+        """The sampled column (and the cuts) are what sampling really does."""
+        return self.partial_sampling is None or self.partial_sampling.exact
 
     @property
     def shown_probability(self) -> float:
@@ -455,12 +477,33 @@ def _top_candidates(
     return out
 
 
-def _warp_top(top: TopLogprobs, sampling: Sampling) -> Warped:
-    """`warp` over the listed tokens only, as if the rest of the vocabulary did not exist: their
-    log-probabilities are logits up to a constant, which softmax ignores."""
+def _warp_top(top: TopLogprobs, sampling: Sampling) -> tuple[Warped, PartialSampling]:
+    """`warp` for a server's top K, exact where the K suffice (see `PartialSampling`); otherwise
+    over the listed tokens alone, as if the rest of the vocabulary did not exist (their
+    log-probabilities are logits up to a constant, which softmax ignores)."""
     import torch
 
-    return warp(torch.tensor(top.logprobs, dtype=torch.float64), sampling)
+    logprobs = torch.tensor(top.logprobs, dtype=torch.float64)
+    probs = logprobs.exp()
+    none = torch.zeros_like(probs, dtype=torch.bool)
+    if sampling == Sampling():
+        return Warped(probs, probs, none, none), PartialSampling.PLAIN
+    if sampling.greedy:
+        return warp(logprobs, sampling), PartialSampling.GREEDY
+    if 1 <= sampling.top_k <= len(top.ids):
+        return warp(logprobs, sampling), PartialSampling.TOP_K
+    if sampling.temperature == 1.0 and sampling.top_k == 0:
+        # TopPLogitsWarper walks up from the least likely token; every unlisted one is at most
+        # the least listed one, so all the remainder comes before the listed tokens.
+        cumulative = top.remainder + probs.flip(0).cumsum(0)
+        remove = cumulative <= 1 - sampling.top_p
+        remove[-1] = False
+        cut_p = remove.flip(0)
+        if bool(cut_p.any()):
+            kept = probs.masked_fill(cut_p, 0.0)
+            return Warped(probs, kept / kept.sum(), none, cut_p), PartialSampling.TOP_P_CUTS_REST
+        return Warped(probs, probs, none, cut_p), PartialSampling.TOP_P_KEEPS_REST
+    return warp(logprobs, sampling), PartialSampling.WITHIN_LISTED
 
 
 def entropy_lower_bound(top: TopLogprobs) -> float:
@@ -475,25 +518,42 @@ def entropy_lower_bound(top: TopLogprobs) -> float:
     return max(0.0, known + rest * math.log2(1 / min(min(probs), rest)))
 
 
-def _partial_note(top: TopLogprobs, sampling: Sampling, exact: bool) -> str:
+def _partial_note(top: TopLogprobs, sampling: Sampling, how: PartialSampling) -> str:
     k = len(top.ids)
     note = (
         f"The server listed only its {k} likeliest tokens: the other {top.remainder:.1%} of the "
         "probability is spread over the rest of the vocabulary, token by token unknown."
     )
-    if sampling == Sampling():
+    if how is PartialSampling.PLAIN:
         return note
-    if sampling.greedy:
-        return note + " Greedy needs only the likeliest, so the sampled column is exact."
-    approximate = [] if sampling.temperature == 1.0 else ["p at T"]
-    if not exact:
-        approximate.append("sampled")
-    tail = f" Temperature, top-k and top-p are applied within those {k} as if the rest did not exist"
-    if approximate:
-        tail += f": {' and '.join(approximate)} ≈ approximate"
-    if exact:
-        tail += f"; sampled is exact, as top-k {sampling.top_k} keeps only listed tokens"
-    return note + tail + "."
+    if how is PartialSampling.GREEDY:
+        return note + " Greedy needs only the likeliest token, so the sampled column is exact."
+    if how is PartialSampling.TOP_K:
+        tempered = (
+            f"; ≈ p at T is computed within the {k} listed, as if the rest did not exist"
+            if sampling.temperature != 1.0
+            else ""
+        )
+        return (
+            note
+            + f" Top-k {sampling.top_k} keeps only listed tokens, so the sampled column is exact{tempered}."
+        )
+    if how is PartialSampling.TOP_P_CUTS_REST:
+        return note + (
+            f" Top-p {sampling.top_p:g} cuts every unlisted token first (each is less likely than any "
+            "listed one), then some listed ones: its cuts and the sampled column are exact."
+        )
+    if how is PartialSampling.TOP_P_KEEPS_REST:
+        most = 1 / (1 - min(top.remainder, 1 - sampling.top_p))
+        return note + (
+            f" Top-p {sampling.top_p:g} keeps every listed token and an unknown part of the rest: "
+            f"≈ sampled shows each token's own probability, a lower bound (the true share is at most "
+            f"{most:.3g} times it)."
+        )
+    return note + (
+        f" Temperature, top-k and top-p are applied within those {k} as if the rest did not exist: "
+        "p at T, sampled and the cuts are ≈ approximate."
+    )
 
 
 def _rank(logits: Any, token_id: int) -> int:
@@ -609,16 +669,12 @@ def distribution_from_top(
     show: int = 10,
 ) -> NextToken:
     """`NextToken` from a server's top K only: exact T = 1 probabilities and ranks for those K;
-    temperature and the cuts applied within them (exact for the sampled column when top-k keeps
-    only listed tokens, or greedy); the entropy as a lower bound. See the module's docstring."""
-    warped = _warp_top(top, sampling)
+    the sampled column exact where the K suffice (`PartialSampling`: greedy, T = 1 without cuts,
+    top-k, top-p at T = 1 once it cuts a listed token), else computed within the K and marked
+    approximate; the entropy as a lower bound. See the module's docstring."""
+    warped, how = _warp_top(top, sampling)
     kept = ~(warped.cut_k | warped.cut_p)
-    # At T = 1 with no cut, sampling draws each token with its own probability: exact, no renormalising.
-    plain = sampling == Sampling()
-    exact = plain or sampling.greedy or 1 <= sampling.top_k <= len(top.ids)
     candidates = _top_candidates(tokenizer, top, warped, range(min(show, len(top.ids))))
-    if plain:
-        candidates = [replace(c, tempered=c.probability, sampled=c.probability) for c in candidates]
     return NextToken(
         name=name,
         text=text,
@@ -632,9 +688,9 @@ def distribution_from_top(
         kept_tempered=float(warped.tempered[kept].sum()),
         entropy=entropy_lower_bound(top),
         entropy_tempered=None,
-        notes=(_partial_note(top, sampling, exact),),
+        notes=(_partial_note(top, sampling, how),),
         known=len(top.ids),
-        exact_sampling=exact,
+        partial_sampling=how,
     )
 
 
@@ -699,7 +755,7 @@ def next_token_steps(
         if partial:
             # Greedy: the server's likeliest is the argmax (its list is sorted, ties by id).
             top = _top(engine, ids + generated, runners_up + 1)
-            top_warped = _warp_top(top, sampling)
+            top_warped, _ = _warp_top(top, sampling)
             chosen = top.ids[0]
             probability, sampled, rank = math.exp(top.logprobs[0]), float(top_warped.sampled[0]), 1
             others_at = range(1, min(len(top.ids), runners_up + 1))
@@ -850,6 +906,7 @@ __all__ = [
     "Cut",
     "NextToken",
     "NextTokenSession",
+    "PartialSampling",
     "Sampling",
     "Step",
     "Steps",

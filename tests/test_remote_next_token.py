@@ -4,13 +4,23 @@ so each remote distribution is compared with the same model's own forward pass h
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from llm_magics.display.next_token import NextTokenView
 from llm_magics.display.tokens import visible
-from llm_magics.engines.base import PredictsTopNext
+from llm_magics.engines.base import PredictsTopNext, TopLogprobs
 from llm_magics.engines.remote import ScoringRemoteEngine, TokenizingRemoteEngine, connect
 from llm_magics.errors import LogprobsRefused, NotSupported
-from llm_magics.next_token import next_token_distribution, next_token_steps
+from llm_magics.next_token import (
+    PartialSampling,
+    Sampling,
+    distribution_from_logits,
+    distribution_from_top,
+    next_token_distribution,
+    next_token_steps,
+)
 from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 from tests.remote_servers import FakeVllm
 
@@ -98,16 +108,17 @@ def test_top_k_keeps_only_listed_tokens_so_sampling_is_exact(remote, local):
     for mine, theirs in zip(dist.candidates, here.candidates, strict=True):
         assert mine.cut == theirs.cut
         assert mine.sampled == pytest.approx(theirs.sampled, rel=1e-4, abs=1e-7)
-    assert "sampled is exact" in dist.notes[-1]
+    assert "the sampled column is exact" in dist.notes[-1]
 
 
 def test_without_top_k_the_sampling_columns_are_marked_approximate(remote):
     dist = next_token_distribution(remote, TEXT, temperature=0.7, top_p=0.9, show=5)
     assert not dist.exact_sampling and dist.entropy_tempered is None
     note = dist.notes[-1]
-    assert "listed only its 5 likeliest tokens" in note and "p at T and sampled ≈ approximate" in note
-    from llm_magics.display.next_token import NextTokenView
-
+    assert (
+        "listed only its 5 likeliest tokens" in note
+        and "p at T, sampled and the cuts are ≈ approximate" in note
+    )
     text = NextTokenView(dist).text()
     assert "≈ p at T = 0.7" in text and "≈ sampled" in text and "Entropy at least" in text
     assert "as if the rest of the vocabulary did not exist" in text
@@ -149,6 +160,71 @@ def test_a_server_without_log_probabilities_says_why(smollm_tokenizer):
         other.stop()
 
 
+# --------------------------------------------------------------------------- the arithmetic of a top K
+
+
+def _full_and_top(tokenizer, k: int, spread: float):
+    """Logits over the whole vocabulary, and the top K a server would list of them."""
+    import torch
+
+    logits = torch.full((len(tokenizer),), -spread) + torch.linspace(0, 0.5, len(tokenizer))
+    for token_id, value in zip((10, 20, 30, 40, 50, 60), (5.0, 4.2, 3.1, 2.5, 2.0, 1.5), strict=True):
+        logits[token_id] = value
+    logprobs = logits.log_softmax(dim=-1)
+    values, indices = torch.topk(logprobs, k)
+    top = TopLogprobs(tuple(int(i) for i in indices), tuple(float(v) for v in values))
+    return logits, top
+
+
+@pytest.mark.parametrize(
+    ("spread", "options", "how"),
+    [
+        (4.0, dict(), PartialSampling.PLAIN),
+        (4.0, dict(temperature=0.0), PartialSampling.GREEDY),
+        (4.0, dict(temperature=0.7, top_k=3, top_p=0.9), PartialSampling.TOP_K),
+        (4.0, dict(temperature=1.4, top_k=5), PartialSampling.TOP_K),
+        (6.0, dict(top_p=0.8), PartialSampling.TOP_P_CUTS_REST),
+        (6.0, dict(top_p=0.5), PartialSampling.TOP_P_CUTS_REST),
+    ],
+)
+def test_the_exact_cases_equal_the_whole_distribution(gpt2_tokenizer, spread, options, how):
+    logits, top = _full_and_top(gpt2_tokenizer, 6, spread)
+    sampling = Sampling(**{"temperature": 1.0, **options})
+    partial = distribution_from_top(top, gpt2_tokenizer, sampling, show=6)
+    whole = distribution_from_logits(logits, gpt2_tokenizer, sampling, show=6)
+    assert partial.partial_sampling is how and partial.exact_sampling
+    assert [(c.id, c.rank) for c in partial.candidates] == [(c.id, c.rank) for c in whole.candidates]
+    for mine, theirs in zip(partial.candidates, whole.candidates, strict=True):
+        assert mine.probability == pytest.approx(theirs.probability, rel=1e-5)
+        assert mine.sampled == pytest.approx(theirs.sampled, rel=1e-4, abs=1e-7)
+        assert mine.cut == theirs.cut
+    assert partial.entropy <= whole.entropy + 1e-6
+
+
+def test_top_p_that_keeps_some_of_the_rest_gives_a_marked_lower_bound(gpt2_tokenizer):
+    logits, top = _full_and_top(gpt2_tokenizer, 6, 1.0)
+    assert top.remainder > 0.05
+    sampling = Sampling(1.0, 0, 0.95)
+    partial = distribution_from_top(top, gpt2_tokenizer, sampling, show=6)
+    whole = distribution_from_logits(logits, gpt2_tokenizer, sampling, show=6)
+    assert partial.partial_sampling is PartialSampling.TOP_P_KEEPS_REST and not partial.exact_sampling
+    for mine, theirs in zip(partial.candidates, whole.candidates, strict=True):
+        assert mine.cut is theirs.cut is None
+        assert mine.sampled <= theirs.sampled + 1e-7 <= mine.sampled / 0.95 + 1e-6
+    assert "a lower bound" in partial.notes[-1]
+    text = NextTokenView(partial).text()
+    assert "≈ sampled" in text and "a lower bound of its share" in text
+
+
+def test_temperature_without_top_k_is_computed_within_the_listed_and_marked(gpt2_tokenizer):
+    logits, top = _full_and_top(gpt2_tokenizer, 6, 6.0)
+    partial = distribution_from_top(top, gpt2_tokenizer, Sampling(0.7, 0, 0.6), show=6)
+    assert partial.partial_sampling is PartialSampling.WITHIN_LISTED
+    assert math.fsum(c.sampled for c in partial.candidates) == pytest.approx(1.0)
+    text = NextTokenView(partial).text()
+    assert "≈ p at T = 0.7" in text and "≈ sampled" in text and "(≈ cut by top-p)" in text
+
+
 # --------------------------------------------------------------------------- the magic
 
 
@@ -166,7 +242,11 @@ def test_llm_next_on_a_remote_entry_shows_the_partial_distribution(loaded, local
     text, page = shown_text(captured), shown_html(captured)
     here = next_token_distribution(local, TEXT, show=10)
     assert here.candidates[0].text.strip() in text
-    for fragment in ("listed only its 10 likeliest tokens", "sampled is exact", "Entropy at least"):
+    for fragment in (
+        "listed only its 10 likeliest tokens",
+        "the sampled column is exact",
+        "Entropy at least",
+    ):
         assert fragment in text and fragment in page
     assert "log p" in page
 

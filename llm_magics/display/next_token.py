@@ -13,7 +13,7 @@ import html
 from collections.abc import Callable
 from typing import Any
 
-from ..next_token import Candidate, Cut, NextToken, Sampling, Step, Steps
+from ..next_token import Candidate, Cut, NextToken, PartialSampling, Sampling, Step, Steps
 from .tokens import _marked_html, visible
 
 _CSS = """
@@ -107,10 +107,11 @@ def _after(chat: bool) -> str:
     return "after the chat template and the generation prompt" if chat else "after the text"
 
 
-def _cut_word(cut: Cut | None) -> str:
+def _cut_word(cut: Cut | None, approximate: bool = False) -> str:
     if cut is None:
         return ""
-    return "greedy: never chosen" if cut is Cut.GREEDY else f"cut by {cut.value}"
+    word = "greedy: never chosen" if cut is Cut.GREEDY else f"cut by {cut.value}"
+    return "≈ " + word if approximate else word
 
 
 def _bar(p: float, css: str) -> str:
@@ -178,6 +179,11 @@ class NextTokenView:
                 f"Sampling can pick {r.kept:,} tokens, all among the {r.known} listed; the last column is "
                 "their share renormalised."
             )
+        elif r.partial_sampling is PartialSampling.TOP_P_KEEPS_REST:
+            lines.append(
+                f"Sampling keeps all {r.known} listed tokens and some of the rest; the last column is each "
+                "listed token's own probability, a lower bound of its share."
+            )
         elif r.partial:
             lines.append(
                 f"Within the {r.known} listed tokens sampling keeps {r.kept:,}; the last column renormalises "
@@ -213,7 +219,7 @@ class NextTokenView:
             if tcol:
                 parts.append(f'<td>{_bar(c.tempered, "hot")}</td><td class="num">{_pct(c.tempered)}</td>')
             parts.append(
-                f'<td class="num">{_pct(c.sampled)}</td><td class="why">{html.escape(_cut_word(c.cut))}</td></tr>'
+                f'<td class="num">{_pct(c.sampled)}</td><td class="why">{html.escape(_cut_word(c.cut, not r.exact_sampling))}</td></tr>'
             )
         parts.append("</table>")
         parts.append(
@@ -239,7 +245,7 @@ class NextTokenView:
                 line += f" {_text_bar(c.tempered)} {_pct(c.tempered):>7}"
             line += f" {_pct(c.sampled):>7}"
             if c.cut is not None:
-                line += f"  ({_cut_word(c.cut)})"
+                line += f"  ({_cut_word(c.cut, not r.exact_sampling)})"
             lines.append(line)
         lines.extend(self._summary())
         return "\n".join(lines)
