@@ -845,7 +845,8 @@ class ScoringRemoteEngine(TokenizingRemoteEngine):
             return LogprobsRefused(
                 f"{self.endpoint.url} refused {k} log-probabilities per token (400: {said or 'no reason given'}). "
                 f"vLLM gives at most its --max-logprobs ({VLLM_DEFAULT_MAX_LOGPROBS} unless started with more): "
-                f"lower --show and --top-k, or restart vLLM with --max-logprobs {k}."
+                f"lower --show and --top-k (with --steps, LlmMagics.next_runners_up), or restart vLLM "
+                f"with --max-logprobs {k}."
             )
 
         with self._server.errors(bad_request=refused):
