@@ -5,8 +5,10 @@
 #   bash benchmarks/gpu_remote_check.sh [MODEL]        # default Qwen/Qwen2.5-0.5B-Instruct
 #
 # It installs vLLM into its own environment (.venv-vllm), serves MODEL on 127.0.0.1, runs the
-# remote tests against it (tests/test_remote.py takes the endpoint from LLM_MAGICS_REMOTE_ENDPOINT)
-# and the streaming-overhead benchmark, then stops the server.
+# remote tests against it (tests/test_remote.py takes the endpoint from LLM_MAGICS_REMOTE_ENDPOINT;
+# its test_vllm_* tests include %llm_next's distribution, which assumes vLLM's default
+# --max-logprobs of 20), shows one %llm_next view from the server, and runs the streaming-overhead
+# benchmark, then stops the server.
 set -euo pipefail
 
 MODEL="${1:-Qwen/Qwen2.5-0.5B-Instruct}"
@@ -40,6 +42,19 @@ export LLM_MAGICS_REMOTE_MODEL="$MODEL"
 # The hub is reachable here (the vLLM tests read the model's own tokenizer to compare).
 HF_HUB_OFFLINE=0 .venv/bin/python -m pytest tests/test_remote.py tests/test_remote_tokens.py \
     tests/test_remote_magics.py -q -p no:cacheprovider -o addopts="--strict-markers -ra"
+# %llm_next against the real server, as a notebook runs it: it must show a distribution.
+HF_HUB_OFFLINE=0 .venv/bin/python -c "
+import os
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+shell.run_line_magic('load_ext', 'llm_magics')
+endpoint, model = os.environ['LLM_MAGICS_REMOTE_ENDPOINT'], os.environ['LLM_MAGICS_REMOTE_MODEL']
+shell.run_line_magic('llm_load', f'{model} --endpoint {endpoint} --as served')
+result = shell.run_cell('%llm_next --top-k 5 --temperature 0.7 The capital of France is')
+assert result.success, result.error_in_exec
+result = shell.run_cell('%llm_next --steps 4 The capital of France is')
+assert result.success, result.error_in_exec
+"
 HF_HUB_OFFLINE=0 .venv/bin/python -c "
 from benchmarks.bench_remote import streaming_overhead
 import os

@@ -26,6 +26,7 @@
         ├── ModelNotServed       the server does not serve MODEL (the message lists what it does)
         ├── ContextTooLong       the server says the prompt and reply do not fit its context
         ├── ServerRejected       any other refusal (4xx/5xx, an error sent mid-stream)
+        │   └── LogprobsRefused  more log-probabilities asked for than the server gives (vLLM's --max-logprobs)
         ├── ServerDisconnected   the connection dropped before a reply arrived
         └── NotOpenAICompatible  the answer is not JSON, or not shaped like OpenAI's API
 
@@ -160,6 +161,11 @@ class ContextTooLong(RemoteError, InvalidOption):
 class ServerRejected(RemoteError):
     """Raised when the server refuses a request for another reason (a 4xx or 5xx answer, or an
     error sent in the middle of a stream before any text); the message quotes the server."""
+
+
+class LogprobsRefused(ServerRejected):
+    """Raised when the server refuses the number of log-probabilities `%llm_next` asked for (vLLM
+    answers 400 above its `--max-logprobs`, 20 unless started with more); nothing changed."""
 
 
 class ServerDisconnected(RemoteError):

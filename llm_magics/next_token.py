@@ -7,6 +7,16 @@ as transformers' own `TemperatureLogitsWarper` → `TopKLogitsWarper` → `TopPL
 `generate(do_sample=True)`, so a token shown as cut is one that `generate` could never pick, ties
 included. Greedy steps take the argmax, as `generate(do_sample=False)` does.
 
+A server gives less: only its K likeliest tokens' log-probabilities (`PredictsTopNext`, vLLM).
+Then the T = 1 probabilities of those K, their ranks and the share outside them are exact, and the
+rest of the vocabulary is one remainder, `1 - sum(top K)`, never drawn as tokens it is not known
+to be. What sampling does is exact where the K suffice: greedy; T = 1 without cuts; top-k (K is
+asked at least as large, so top-k keeps only listed tokens); top-p at T = 1 once it cuts a listed
+token (every unlisted token, each less likely than any listed one, is cut before it). Elsewhere
+temperature and the cuts are applied within the K listed tokens as if the rest did not exist,
+and marked approximate (≈); the tempered column at T ≠ 1 always is. The entropy is a lower
+bound. A note on the view says which case it is.
+
 Nothing is kept between calls: each result holds a few dozen numbers and strings, never a tensor.
 torch is imported only inside the functions that compute.
 """
@@ -21,7 +31,15 @@ from enum import Enum
 from typing import Any
 
 from .conversation import check_text
-from .engines.base import MAX_TEMPERATURE, Engine, PredictsNext, Tokenizes
+from .engines.base import (
+    MAX_TEMPERATURE,
+    Engine,
+    ExplainsLimits,
+    PredictsNext,
+    PredictsTopNext,
+    Tokenizes,
+    TopLogprobs,
+)
 from .errors import InvalidOption, NotSupported
 from .tokens import _special_ids
 
@@ -48,6 +66,21 @@ class StepsEnd(str, Enum):
 
     STEPS = "steps done"
     END_OF_TEXT = "end of text"
+
+
+class PartialSampling(str, Enum):
+    """How much of what sampling does a server's top K tells (`distribution_from_top`)."""
+
+    PLAIN = "plain"  # T = 1, no cut: each token is drawn with its own, known probability
+    GREEDY = "greedy"  # only the likeliest is ever drawn, and it is listed
+    TOP_K = "top-k"  # top-k keeps only listed tokens: the sampled column is exact
+    TOP_P_CUTS_REST = "top-p cuts the rest"  # T = 1: top-p cuts every unlisted token and some listed
+    TOP_P_KEEPS_REST = "top-p keeps some rest"  # T = 1: top-p keeps every listed token and some unlisted
+    WITHIN_LISTED = "within the listed"  # temperature: the rest's tempered share is unknown
+
+    @property
+    def exact(self) -> bool:
+        return self not in (PartialSampling.TOP_P_KEEPS_REST, PartialSampling.WITHIN_LISTED)
 
 
 @dataclass(frozen=True)
@@ -112,6 +145,11 @@ class NextToken:
     `candidates` are the likeliest tokens, in rank order (ties by id). Entropies are in bits.
     `kept` counts the tokens sampling can pick; `kept_tempered` is the share of the tempered
     probability they had before the cuts renormalised it.
+
+    From a server (`known` is then the number of tokens it listed, `vocab_size` 0: unknown):
+    `logit` holds each token's log-probability, `partial_sampling` says how much of `tempered`,
+    `sampled`, the cuts, `kept` and `kept_tempered` the listed tokens tell exactly (else they are
+    computed within them), `entropy` is a lower bound and `entropy_tempered` None.
     """
 
     name: str
@@ -125,8 +163,20 @@ class NextToken:
     kept: int
     kept_tempered: float
     entropy: float
-    entropy_tempered: float
+    entropy_tempered: float | None
     notes: tuple[str, ...] = ()
+    known: int | None = None
+    partial_sampling: PartialSampling | None = None
+
+    @property
+    def partial(self) -> bool:
+        """Only the top `known` tokens are known (a server's log-probabilities)."""
+        return self.known is not None
+
+    @property
+    def exact_sampling(self) -> bool:
+        """The sampled column (and the cuts) are what sampling really does."""
+        return self.partial_sampling is None or self.partial_sampling.exact
 
     @property
     def shown_probability(self) -> float:
@@ -181,10 +231,14 @@ class Steps:
 
 
 def require_engine(engine: Any) -> Any:
-    """`engine` when it can give next-token probabilities, else `NotSupported` in one line."""
-    if isinstance(engine, PredictsNext) and isinstance(engine, Tokenizes):
+    """`engine` when it can give next-token probabilities (all of them, or a server's top K), else
+    `NotSupported` in one line."""
+    if isinstance(engine, (PredictsNext, PredictsTopNext)) and isinstance(engine, Tokenizes):
         return engine
     name = getattr(engine, "name", "this model")
+    reason = engine.why_not(PredictsNext) if isinstance(engine, ExplainsLimits) else None
+    if reason:
+        raise NotSupported(reason)
     if isinstance(engine, Engine) and engine.describe().tokenizer_only:
         why = "it is loaded as a tokenizer only; load it again without --tokenizer-only (add --reload)"
     else:
@@ -231,6 +285,18 @@ def _check_context(engine: Any, n_tokens: int, what: str) -> None:
         raise InvalidOption(
             f"{what} needs {n_tokens:,} tokens, more than {engine.name}'s context of {limit:,}."
         )
+
+
+def _partial(engine: Any) -> bool:
+    """The engine gives only its top K (a server), not the whole distribution."""
+    return not isinstance(engine, PredictsNext)
+
+
+def _top(engine: Any, ids: Sequence[int], k: int) -> TopLogprobs:
+    top = engine.next_token_top(list(ids), k)
+    if not top.ids:
+        raise TypeError("next_token_top must list at least one token")
+    return top
 
 
 def _logits(engine: Any, ids: Sequence[int]) -> Any:
@@ -379,6 +445,117 @@ def _candidates(
     return out
 
 
+def _top_candidates(
+    tokenizer: Any, top: TopLogprobs, warped: Warped, positions: Sequence[int]
+) -> list[Candidate]:
+    """Candidates at `positions` of a server's list; `warped` was computed over the list alone."""
+    ids = [top.ids[i] for i in positions]
+    out = []
+    for position, token_id, (token, text, special, partial) in zip(
+        positions, ids, _labels(tokenizer, ids), strict=True
+    ):
+        cut: Cut | None = None
+        if bool(warped.cut_k[position]):
+            cut = Cut.TOP_K
+        elif bool(warped.cut_p[position]):
+            cut = Cut.GREEDY if warped.greedy else Cut.TOP_P
+        out.append(
+            Candidate(
+                id=int(token_id),
+                token=token,
+                text=text,
+                rank=position + 1,
+                logit=top.logprobs[position],
+                probability=math.exp(top.logprobs[position]),
+                tempered=float(warped.tempered[position]),
+                sampled=float(warped.sampled[position]),
+                cut=cut,
+                special=special,
+                partial_bytes=partial,
+            )
+        )
+    return out
+
+
+def _warp_top(top: TopLogprobs, sampling: Sampling) -> tuple[Warped, PartialSampling]:
+    """`warp` for a server's top K, exact where the K suffice (see `PartialSampling`); otherwise
+    over the listed tokens alone, as if the rest of the vocabulary did not exist (their
+    log-probabilities are logits up to a constant, which softmax ignores)."""
+    import torch
+
+    logprobs = torch.tensor(top.logprobs, dtype=torch.float64)
+    probs = logprobs.exp()
+    none = torch.zeros_like(probs, dtype=torch.bool)
+    if sampling == Sampling():
+        return Warped(probs, probs, none, none), PartialSampling.PLAIN
+    if sampling.greedy:
+        return warp(logprobs, sampling), PartialSampling.GREEDY
+    if 1 <= sampling.top_k <= len(top.ids):
+        return warp(logprobs, sampling), PartialSampling.TOP_K
+    if sampling.temperature == 1.0 and sampling.top_k == 0:
+        # TopPLogitsWarper walks up from the least likely token; every unlisted one is at most
+        # the least listed one, so all the remainder comes before the listed tokens.
+        cumulative = top.remainder + probs.flip(0).cumsum(0)
+        remove = cumulative <= 1 - sampling.top_p
+        remove[-1] = False
+        cut_p = remove.flip(0)
+        if bool(cut_p.any()):
+            kept = probs.masked_fill(cut_p, 0.0)
+            return Warped(probs, kept / kept.sum(), none, cut_p), PartialSampling.TOP_P_CUTS_REST
+        return Warped(probs, probs, none, cut_p), PartialSampling.TOP_P_KEEPS_REST
+    return warp(logprobs, sampling), PartialSampling.WITHIN_LISTED
+
+
+def entropy_lower_bound(top: TopLogprobs) -> float:
+    """Bits the whole distribution has at least, knowing only its top K: the listed tokens'
+    share, plus the remainder R at its least spread. Every unlisted token has a probability of at
+    most min(p_K, R), so together they add at least R · log2(1 / min(p_K, R))."""
+    probs = [math.exp(lp) for lp in top.logprobs]
+    known = -math.fsum(p * math.log2(p) for p in probs if p > 0)
+    rest = top.remainder
+    if rest <= 0:
+        return max(0.0, known)
+    return max(0.0, known + rest * math.log2(1 / min(min(probs), rest)))
+
+
+def _partial_note(top: TopLogprobs, sampling: Sampling, how: PartialSampling) -> str:
+    k = len(top.ids)
+    note = (
+        f"The server listed only its {k} likeliest tokens: the other {top.remainder:.1%} of the "
+        "probability is spread over the rest of the vocabulary, token by token unknown."
+    )
+    if how is PartialSampling.PLAIN:
+        return note
+    if how is PartialSampling.GREEDY:
+        return note + " Greedy needs only the likeliest token, so the sampled column is exact."
+    if how is PartialSampling.TOP_K:
+        tempered = (
+            f"; ≈ p at T is computed within the {k} listed, as if the rest did not exist"
+            if sampling.temperature != 1.0
+            else ""
+        )
+        return (
+            note
+            + f" Top-k {sampling.top_k} keeps only listed tokens, so the sampled column is exact{tempered}."
+        )
+    if how is PartialSampling.TOP_P_CUTS_REST:
+        return note + (
+            f" Top-p {sampling.top_p:g} cuts every unlisted token first (each is less likely than any "
+            "listed one), then some listed ones: its cuts and the sampled column are exact."
+        )
+    if how is PartialSampling.TOP_P_KEEPS_REST:
+        most = 1 / (1 - min(top.remainder, 1 - sampling.top_p))
+        return note + (
+            f" Top-p {sampling.top_p:g} keeps every listed token and an unknown part of the rest: "
+            f"≈ sampled shows each token's own probability, a lower bound (the true share is at most "
+            f"{most:.3g} times it)."
+        )
+    return note + (
+        f" Temperature, top-k and top-p are applied within those {k} as if the rest did not exist: "
+        "p at T, sampled and the cuts are ≈ approximate."
+    )
+
+
 def _rank(logits: Any, token_id: int) -> int:
     """1 + how many tokens come before `token_id` in the stable descending order."""
     value = logits[token_id]
@@ -414,6 +591,22 @@ def next_token_distribution(
     engine = require_engine(engine)
     tokenizer = engine.tokenizer
     ids, prompt = prompt_ids(tokenizer, text, chat=chat)
+    if _partial(engine):
+        _check_context(engine, len(ids) + 1, "The text and the next token")
+        # Enough listed tokens for the bars and for top-k, so what top-k keeps is always known.
+        top = _top(engine, ids, max(show, top_k))
+        result = distribution_from_top(
+            top,
+            tokenizer,
+            sampling,
+            name=engine.name,
+            text=text,
+            prompt=prompt,
+            prompt_tokens=len(ids),
+            chat=chat,
+            show=show,
+        )
+        return replace(result, notes=(*_chat_notes(engine, chat), *result.notes))
     _check_context(engine, len(ids), "The text")
     result = distribution_from_logits(
         _logits(engine, ids),
@@ -463,6 +656,44 @@ def distribution_from_logits(
     )
 
 
+def distribution_from_top(
+    top: TopLogprobs,
+    tokenizer: Any,
+    sampling: Sampling,
+    *,
+    name: str = "",
+    text: str = "",
+    prompt: str = "",
+    prompt_tokens: int = 0,
+    chat: bool = False,
+    show: int = 10,
+) -> NextToken:
+    """`NextToken` from a server's top K only: exact T = 1 probabilities and ranks for those K;
+    the sampled column exact where the K suffice (`PartialSampling`: greedy, T = 1 without cuts,
+    top-k, top-p at T = 1 once it cuts a listed token), else computed within the K and marked
+    approximate; the entropy as a lower bound. See the module's docstring."""
+    warped, how = _warp_top(top, sampling)
+    kept = ~(warped.cut_k | warped.cut_p)
+    candidates = _top_candidates(tokenizer, top, warped, range(min(show, len(top.ids))))
+    return NextToken(
+        name=name,
+        text=text,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        chat=chat,
+        sampling=sampling,
+        candidates=tuple(candidates),
+        vocab_size=0,
+        kept=int(kept.sum()),
+        kept_tempered=float(warped.tempered[kept].sum()),
+        entropy=entropy_lower_bound(top),
+        entropy_tempered=None,
+        notes=(_partial_note(top, sampling, how),),
+        known=len(top.ids),
+        partial_sampling=how,
+    )
+
+
 def next_token_steps(
     engine: Any,
     text: str,
@@ -492,10 +723,22 @@ def next_token_steps(
     if seed is not None and not sample:
         raise InvalidOption("--seed only matters with --sample (greedy steps need no seed).")
     engine = require_engine(engine)
+    partial = _partial(engine)
+    if partial and sample:
+        raise NotSupported(
+            f"--sample draws from the whole distribution, and {engine.name}'s server lists only its "
+            "likeliest tokens: drop --sample for greedy steps, or let the server sample with "
+            "%%llm_complete --temperature T --seed S."
+        )
     tokenizer = engine.tokenizer
     ids, prompt = prompt_ids(tokenizer, text, chat=chat)
     _check_context(engine, len(ids) + steps, f"The text and {steps} steps")
     notes = list(_chat_notes(engine, chat))
+    if partial:
+        notes.append(
+            f"From the server's top {runners_up + 1} log-probabilities at each step: the probabilities "
+            "and ranks are exact, greedy needs nothing more."
+        )
     if sample and seed is None:
         seed = int(torch.seed() % 2**63)
         notes.append(f"No --seed given: this run used --seed {seed}; give it to get the same tokens again.")
@@ -509,17 +752,28 @@ def next_token_steps(
     pending: list[int] = []
     end = StepsEnd.STEPS
     for index in range(steps):
-        logits = _logits(engine, ids + generated)
-        warped = warp(logits, sampling)
-        if generator is not None and not sampling.greedy:
-            chosen = int(torch.multinomial(warped.sampled.unsqueeze(0), 1, generator=generator)[0, 0])
+        if partial:
+            # Greedy: the server's likeliest is the argmax (its list is sorted, ties by id).
+            top = _top(engine, ids + generated, runners_up + 1)
+            top_warped, _ = _warp_top(top, sampling)
+            chosen = top.ids[0]
+            probability, sampled, rank = math.exp(top.logprobs[0]), float(top_warped.sampled[0]), 1
+            others_at = range(1, min(len(top.ids), runners_up + 1))
+            runner_candidates = _top_candidates(tokenizer, top, top_warped, others_at)
         else:
-            chosen = int(torch.argmax(logits))
+            logits = _logits(engine, ids + generated)
+            warped = warp(logits, sampling)
+            if generator is not None and not sampling.greedy:
+                chosen = int(torch.multinomial(warped.sampled.unsqueeze(0), 1, generator=generator)[0, 0])
+            else:
+                chosen = int(torch.argmax(logits))
+            probs = logits.softmax(dim=-1)
+            probability, sampled = float(probs[chosen]), float(warped.sampled[chosen])
+            rank = _rank(logits, chosen)
+            order = _ranked(logits)
+            others = [int(i) for i in order[: runners_up + 1] if int(i) != chosen][:runners_up]
+            runner_candidates = _candidates(tokenizer, logits, warped, probs, others)
         generated.append(chosen)
-        probs = logits.softmax(dim=-1)
-        order = _ranked(logits)
-        others = [int(i) for i in order[: runners_up + 1] if int(i) != chosen][:runners_up]
-        runner_candidates = _candidates(tokenizer, logits, warped, probs, others)
         (token, _, special, _) = _labels(tokenizer, [chosen])[0]
         pending.append(chosen)
         grown = _decode(tokenizer, ids + generated)
@@ -537,9 +791,9 @@ def next_token_steps(
                 token=token,
                 piece=piece,
                 piece_ids=piece_ids,
-                probability=float(probs[chosen]),
-                sampled=float(warped.sampled[chosen]),
-                rank=_rank(logits, chosen),
+                probability=probability,
+                sampled=sampled,
+                rank=rank,
                 runners_up=tuple(runner_candidates),
                 text=shown_text,
                 special=special,
@@ -574,6 +828,11 @@ class NextTokenSession:
         import torch
 
         self.engine = require_engine(engine)
+        if _partial(self.engine):
+            raise NotSupported(
+                f"--live redraws the whole distribution at each slider move, and {self.engine.name}'s "
+                "server lists only its likeliest tokens: drop --live (the view says what it knows)."
+            )
         self.chat = chat
         self.show = show
         self.text = ""
@@ -647,11 +906,14 @@ __all__ = [
     "Cut",
     "NextToken",
     "NextTokenSession",
+    "PartialSampling",
     "Sampling",
     "Step",
     "Steps",
     "StepsEnd",
     "distribution_from_logits",
+    "distribution_from_top",
+    "entropy_lower_bound",
     "entropy_bits",
     "next_token_distribution",
     "next_token_steps",

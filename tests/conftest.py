@@ -162,3 +162,16 @@ def task_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("task_models")
     tokenizer = wordpiece_tokenizer()
     return {head: save_task_model(root / f"tiny-{head}", head, tokenizer) for head in HEADS}
+
+
+@pytest.fixture
+def fake(smollm_tokenizer):
+    """The fake vLLM of `tests.remote_servers` (SmolLM2's tokenizer, a 2,048-token context), started
+    for one test. It has no model until a test gives it one (`fake.lm`) for log-probabilities."""
+    from tests.remote_servers import FakeVllm
+
+    server = FakeVllm(smollm_tokenizer, max_model_len=2048).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -12,6 +12,11 @@ The fake follows vLLM's documented request and response fields, no more:
 - `POST /v1/completions` with `echo`, `logprobs` and `max_tokens=0`: the prompt's log-probabilities
   in OpenAI's legacy `logprobs` object (`tokens`, `token_logprobs`, `top_logprobs`, `text_offset`),
   the first token's entries null (vLLM's `echo_without_generation`).
+- `POST /v1/completions` with `max_tokens=1` and `logprobs=K` (what `%llm_next` sends): the one
+  generated position's K likeliest tokens in the same legacy object, keyed "token_id:N" when
+  `return_tokens_as_token_ids` is set (else by decoded text, as vLLM does, so equal texts
+  collide), REAL log-probabilities from `lm`, a causal LM run here on the prompt ids; above
+  `max_logprobs` (vLLM's `--max-logprobs`, 20 by default) a 400 error, as vLLM's request check gives.
 - Streams: `data: {chunk}` events, the usage in a last chunk with `choices: []`
   (`stream_options.include_usage`), then `data: [DONE]`; errors as `{"object": "error", "message",
   "type", "code"}` (vLLM's `ErrorResponse`).
@@ -146,9 +151,13 @@ class FakeVllm:
     """What the fake server does and has seen. `tokenizer` is a real fast tokenizer (with a chat
     template) that plays the served model's. `mode` picks a misbehaviour for streams: "ok",
     "error" (an error event after three tokens), "die" (the connection cut after three tokens),
-    "html" (a web page instead of JSON everywhere)."""
+    "html" (a web page instead of JSON everywhere). `lm` is a transformers causal LM over the same
+    tokenizer, for next-token log-probabilities (None: that request fails)."""
 
     tokenizer: Any
+    lm: Any = None
+    max_logprobs: int = 20
+    owned_by: str = "vllm"
     model: str = "fake/model"
     max_model_len: int = 96
     api_key: str | None = None
@@ -212,7 +221,7 @@ class FakeVllm:
             card = {
                 "id": self.model,
                 "object": "model",
-                "owned_by": "vllm",
+                "owned_by": self.owned_by,
                 "max_model_len": self.max_model_len,
             }
             return self.send_json(request, 200, {"object": "list", "data": [card]})
@@ -227,6 +236,8 @@ class FakeVllm:
                 return self.error(request, 404, message, "NotFoundError")
             if path == "/v1/completions" and body.get("echo") and body.get("max_tokens") == 0:
                 return self.prompt_logprobs(request, body)
+            if path == "/v1/completions" and body.get("max_tokens") == 1 and body.get("logprobs") is not None:
+                return self.next_logprobs(request, body)
             if "messages" in body:
                 prompt = len(self.chat_ids(body["messages"], True))
                 wanted = prompt + int(body.get("max_tokens") or 0)
@@ -284,6 +295,47 @@ class FakeVllm:
         }
         usage = {"prompt_tokens": len(ids), "completion_tokens": 0, "total_tokens": len(ids)}
         answer = {"id": "cmpl-1", "object": "text_completion", "created": 0, "model": self.model}
+        self.send_json(request, 200, answer | {"choices": [choice], "usage": usage})
+
+    def next_logprobs(self, request: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        import torch
+
+        k = int(body["logprobs"])
+        if k > self.max_logprobs:
+            message = (
+                f"Requested sample logprobs of {k}, which is greater than max allowed: {self.max_logprobs}"
+            )
+            return self.error(request, 400, message, "BadRequestError")
+        if self.lm is None:
+            return self.error(
+                request, 500, "this fake has no model for log-probabilities", "InternalServerError"
+            )
+        prompt = body["prompt"]
+        ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
+        with torch.no_grad():
+            logits = self.lm(torch.tensor([ids])).logits[0, -1].float()
+        values, indices = torch.topk(logits.log_softmax(dim=-1), k)
+        as_ids = bool(body.get("return_tokens_as_token_ids"))
+
+        def key(token_id: int) -> str:
+            return f"token_id:{token_id}" if as_ids else str(self.tokenizer.decode([token_id]))
+
+        top = {key(int(i)): float(v) for i, v in zip(indices, values, strict=True)}
+        chosen = int(indices[0])
+        logprobs = {
+            "text_offset": [0],
+            "token_logprobs": [float(values[0])],
+            "tokens": [key(chosen)],
+            "top_logprobs": [top],
+        }
+        choice = {
+            "index": 0,
+            "text": self.tokenizer.decode([chosen]),
+            "logprobs": logprobs,
+            "finish_reason": "length",
+        }
+        usage = {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1}
+        answer = {"id": "cmpl-2", "object": "text_completion", "created": 0, "model": self.model}
         self.send_json(request, 200, answer | {"choices": [choice], "usage": usage})
 
     def stream(self, request: BaseHTTPRequestHandler, body: dict[str, Any], *, chat: bool) -> None:

@@ -94,6 +94,7 @@ def engine(served: Served):
 
 @pytest.fixture
 def fake(smollm_tokenizer):
+    """conftest's fake vLLM with its default 96-token context, so the context checks here bite."""
     server = FakeVllm(smollm_tokenizer).start()
     try:
         yield server
@@ -491,6 +492,17 @@ def test_a_server_refusal_is_one_line_and_changes_nothing(fake: FakeVllm):
     assert engine.session.conversation.messages == []
 
 
+def test_llm_next_on_a_server_without_log_probabilities_says_why(engine: RemoteEngine):
+    from llm_magics.errors import NotSupported
+    from llm_magics.next_token import next_token_distribution
+
+    if engine.server_kind is ServerKind.VLLM:
+        pytest.skip("vLLM gives log-probabilities (test_vllm_next_token_distribution)")
+    with pytest.raises(NotSupported, match="runs on a server that gives none") as caught:
+        next_token_distribution(engine, "The capital of France is")
+    assert "\n" not in str(caught.value)
+
+
 # --------------------------------------------------------------------------- a real vLLM (GPU script)
 
 
@@ -534,6 +546,39 @@ def test_vllm_prompt_probabilities(vllm_engine: RemoteEngine):
     assert all(0 < p <= 1 for p in probs.probs[1:])
     assert all(row and len(row) <= 5 for row in probs.top[1:])
     assert probs.perplexity is not None and 1 <= probs.perplexity < 1e4
+
+
+def test_vllm_next_token_distribution(vllm_engine: RemoteEngine):
+    """%llm_next's numbers from a real vLLM: its top 20 (the default --max-logprobs), sorted, a
+    probability each, one line above the cap, and greedy steps that continue as greedy completion does."""
+    from llm_magics.errors import LogprobsRefused
+    from llm_magics.next_token import next_token_distribution, next_token_steps
+
+    text = "The capital of France is"
+    dist = next_token_distribution(vllm_engine, text, show=20, temperature=0.7, top_k=5)
+    probs = [c.probability for c in dist.candidates]
+    assert dist.partial and dist.known == 20 and len(probs) == 20
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-4
+    assert dist.exact_sampling and sum(c.sampled for c in dist.candidates) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(LogprobsRefused, match="--max-logprobs"):
+        next_token_distribution(vllm_engine, text, show=21)
+    steps = next_token_steps(vllm_engine, text, steps=4)
+    reply = vllm_engine.complete(text, GenerationOptions(max_new_tokens=4, temperature=0))
+    assert steps.steps[-1].text == reply.text
+
+
+def test_vllm_llm_next_magic_shows_a_distribution(vllm_engine: RemoteEngine, shell):
+    from tests.helpers import run, shown_text
+
+    result, captured = run(
+        shell, f"%llm_load {vllm_engine.model} --endpoint {vllm_engine.endpoint.api} --as served"
+    )
+    assert result.success, captured.stderr
+    result, captured = run(shell, "%llm_next --top-k 5 --temperature 0.7 The capital of France is")
+    assert result.success, captured.stderr
+    text = shown_text(captured)
+    assert "listed only its 10 likeliest tokens" in text and "the sampled column is exact" in text
+    print(text)  # for the GPU log
 
 
 def test_without_the_openai_package_the_extra_is_named(monkeypatch):

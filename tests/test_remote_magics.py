@@ -8,21 +8,10 @@ import json
 import signal
 import threading
 
-import pytest
-
 from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 from tests.remote_servers import FakeVllm, free_port
 
 KEY = "sk-class-secret-0123456789"
-
-
-@pytest.fixture
-def fake(smollm_tokenizer):
-    server = FakeVllm(smollm_tokenizer, max_model_len=2048).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def everything_shown(captured) -> str:

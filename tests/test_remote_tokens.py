@@ -25,15 +25,6 @@ TEXTS = [
 
 
 @pytest.fixture
-def fake(smollm_tokenizer):
-    server = FakeVllm(smollm_tokenizer, max_model_len=2048).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def engine(fake: FakeVllm):
     engine = connect(fake.url)
     try:

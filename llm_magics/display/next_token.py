@@ -13,7 +13,7 @@ import html
 from collections.abc import Callable
 from typing import Any
 
-from ..next_token import Candidate, Cut, NextToken, Sampling, Step, Steps
+from ..next_token import Candidate, Cut, NextToken, PartialSampling, Sampling, Step, Steps
 from .tokens import _marked_html, visible
 
 _CSS = """
@@ -82,8 +82,8 @@ def token_text(text: str, token: str, *, special: bool = False, partial: bytes |
     return visible(text) if text else "∅"
 
 
-def _candidate_title(c: Candidate) -> str:
-    lines = [f"id {c.id} · {c.token!r} · logit {c.logit:.3f}"]
+def _candidate_title(c: Candidate, score: str = "logit") -> str:
+    lines = [f"id {c.id} · {c.token!r} · {score} {c.logit:.3f}"]
     if c.partial_bytes is not None:
         lines.append("some bytes of a character: the next token completes it")
     if c.cut is not None:
@@ -107,10 +107,11 @@ def _after(chat: bool) -> str:
     return "after the chat template and the generation prompt" if chat else "after the text"
 
 
-def _cut_word(cut: Cut | None) -> str:
+def _cut_word(cut: Cut | None, approximate: bool = False) -> str:
     if cut is None:
         return ""
-    return "greedy: never chosen" if cut is Cut.GREEDY else f"cut by {cut.value}"
+    word = "greedy: never chosen" if cut is Cut.GREEDY else f"cut by {cut.value}"
+    return "≈ " + word if approximate else word
 
 
 def _bar(p: float, css: str) -> str:
@@ -138,19 +139,56 @@ class NextTokenView:
     def _tempered_column(self) -> bool:
         return self.result.sampling.temperature != 1.0
 
+    @property
+    def _tempered_header(self) -> str:
+        # From a server, the tempered column is computed within the listed tokens only: say so.
+        approximate = "≈ " if self.result.partial else ""
+        return f"{approximate}p at {_temperature_label(self.result.sampling)}"
+
+    @property
+    def _sampled_header(self) -> str:
+        return "sampled" if self.result.exact_sampling else "≈ sampled"
+
     def _summary(self) -> list[str]:
         r = self.result
         lines = list(r.notes)
         outside = f"Outside these {len(r.candidates)}: {_pct(max(0.0, 1 - r.shown_probability))} at T = 1"
-        if self._tempered_column:
+        if self._tempered_column and not r.partial:
             outside += f", {_pct(max(0.0, 1 - r.shown_tempered))} at {_temperature_label(r.sampling)}"
+        elif self._tempered_column and r.known is not None and len(r.candidates) < r.known:
+            outside += (
+                f", {_pct(max(0.0, 1 - r.shown_tempered))} of the {r.known} listed at "
+                f"{_temperature_label(r.sampling)}"
+            )
         lines.append(outside + ".")
-        entropy = f"Entropy {r.entropy:.2f} bits at T = 1: as undecided as a fair pick among {2**r.entropy:,.1f} tokens"
-        if self._tempered_column:
-            entropy += f"; {r.entropy_tempered:.2f} bits at {_temperature_label(r.sampling)}"
-        lines.append(entropy + ".")
+        if r.partial:
+            lines.append(
+                f"Entropy at least {r.entropy:.2f} bits at T = 1 (a lower bound: only the top {r.known} are known)."
+            )
+        else:
+            entropy = f"Entropy {r.entropy:.2f} bits at T = 1: as undecided as a fair pick among {2**r.entropy:,.1f} tokens"
+            if self._tempered_column and r.entropy_tempered is not None:
+                entropy += f"; {r.entropy_tempered:.2f} bits at {_temperature_label(r.sampling)}"
+            lines.append(entropy + ".")
         if r.sampling.greedy:
             lines.append("Temperature 0 is greedy: the likeliest token is always chosen.")
+        elif r.partial and r.sampling == Sampling():
+            lines.append("At T = 1 with no cut, sampling draws each token with exactly its probability.")
+        elif r.partial and r.exact_sampling:
+            lines.append(
+                f"Sampling can pick {r.kept:,} tokens, all among the {r.known} listed; the last column is "
+                "their share renormalised."
+            )
+        elif r.partial_sampling is PartialSampling.TOP_P_KEEPS_REST:
+            lines.append(
+                f"Sampling keeps all {r.known} listed tokens and some of the rest; the last column is each "
+                "listed token's own probability, a lower bound of its share."
+            )
+        elif r.partial:
+            lines.append(
+                f"Within the {r.known} listed tokens sampling keeps {r.kept:,}; the last column renormalises "
+                "them as if the rest of the vocabulary did not exist."
+            )
         else:
             lines.append(
                 f"Sampling can pick {r.kept:,} of {r.vocab_size:,} tokens, which held "
@@ -164,14 +202,15 @@ class NextTokenView:
         parts = [f'<div class="llm-next"><style>{_CSS}</style><div class="head">{head}</div>']
         parts.append(f'<div class="sub">{r.prompt_tokens:,} prompt tokens; the model continues from ▌</div>')
         parts.append(_prompt_html(r.prompt))
-        tcol = f"p at {html.escape(_temperature_label(r.sampling))}" if self._tempered_column else ""
+        tcol = html.escape(self._tempered_header) if self._tempered_column else ""
         parts.append('<table class="nt"><tr><th>#</th><th>token</th><th>p at T = 1</th><th></th>')
         if tcol:
             parts.append(f"<th>{tcol}</th><th></th>")
-        parts.append("<th>sampled</th><th></th></tr>")
+        parts.append(f"<th>{html.escape(self._sampled_header)}</th><th></th></tr>")
+        score = "log p" if r.partial else "logit"
         for c in r.candidates:
             row = ' class="cut"' if c.cut is not None else ""
-            title = html.escape(_candidate_title(c), quote=True)
+            title = html.escape(_candidate_title(c, score), quote=True)
             label = token_html(c.text, c.token, special=c.special, partial=c.partial_bytes)
             parts.append(
                 f'<tr{row} title="{title}"><td class="num">{c.rank}</td><td class="tok">{label}</td>'
@@ -180,7 +219,7 @@ class NextTokenView:
             if tcol:
                 parts.append(f'<td>{_bar(c.tempered, "hot")}</td><td class="num">{_pct(c.tempered)}</td>')
             parts.append(
-                f'<td class="num">{_pct(c.sampled)}</td><td class="why">{html.escape(_cut_word(c.cut))}</td></tr>'
+                f'<td class="num">{_pct(c.sampled)}</td><td class="why">{html.escape(_cut_word(c.cut, not r.exact_sampling))}</td></tr>'
             )
         parts.append("</table>")
         parts.append(
@@ -197,8 +236,8 @@ class NextTokenView:
         ]
         header = f"{'#':>4}  {'token':<16} {'p at T = 1':<28}"
         if self._tempered_column:
-            header += f" {'p at ' + _temperature_label(r.sampling):<28}"
-        lines.append(header + " sampled")
+            header += f" {self._tempered_header:<28}"
+        lines.append(header + " " + self._sampled_header)
         for c in r.candidates:
             label = token_text(c.text, c.token, special=c.special, partial=c.partial_bytes)
             line = f"{c.rank:>4}  {label[:16]:<16} {_text_bar(c.probability)} {_pct(c.probability):>7}"
@@ -206,7 +245,7 @@ class NextTokenView:
                 line += f" {_text_bar(c.tempered)} {_pct(c.tempered):>7}"
             line += f" {_pct(c.sampled):>7}"
             if c.cut is not None:
-                line += f"  ({_cut_word(c.cut)})"
+                line += f"  ({_cut_word(c.cut, not r.exact_sampling)})"
             lines.append(line)
         lines.extend(self._summary())
         return "\n".join(lines)

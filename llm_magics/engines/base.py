@@ -11,6 +11,7 @@ with `isinstance(engine, Chats)`, never by its kind or a `None` model.
     ├── Tokenizes     a Hugging Face tokenizer for `%tokens` (local, or named for a remote model)
     ├── ScoresTokens  each token's probability given the ones before it (`%tokens --probs`)
     ├── PredictsNext  the next token's distribution after some text (`%llm_next`)
+    ├── PredictsTopNext  only the K likeliest next tokens (a server's log-probabilities)
     ├── ExplainsLimits  one line on why a capability is missing, and what would give it
     └── HoldsModel    an in-process `(model, tokenizer)` pair, for `llm_magics.get_model()`
 
@@ -293,6 +294,31 @@ class PredictsNext(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TopLogprobs:
+    """The K likeliest next tokens, likeliest first, with their raw log-probabilities (temperature
+    1, before any sampling option): all a server tells of the distribution. The rest of the
+    vocabulary shares `1 - sum(exp(logprobs))`, token by token unknown."""
+
+    ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
+
+    @property
+    def remainder(self) -> float:
+        """The probability of every token not listed, together."""
+        return max(0.0, 1.0 - math.fsum(math.exp(lp) for lp in self.logprobs))
+
+
+@runtime_checkable
+class PredictsTopNext(Protocol):
+    """Engines that give only the K likeliest next tokens after a prompt, not the whole
+    distribution (`%llm_next` on a server with log-probabilities, such as vLLM)."""
+
+    def next_token_top(self, ids: Sequence[int], k: int) -> TopLogprobs:
+        """The `k` likeliest tokens after `ids`; raises `LogprobsRefused` when the server will not give `k`."""
+        ...
+
+
 @runtime_checkable
 class ExplainsLimits(Protocol):
     """Engines that can say why they lack a capability, and what would give it (a remote engine
@@ -326,10 +352,12 @@ __all__ = [
     "GenerationOptions",
     "HoldsModel",
     "PredictsNext",
+    "PredictsTopNext",
     "PreparedTurn",
     "Reply",
     "ScoresTokens",
     "Stats",
     "TextCallback",
     "Tokenizes",
+    "TopLogprobs",
 ]

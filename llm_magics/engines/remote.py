@@ -12,6 +12,7 @@ says what it can do, so the magics' `isinstance(engine, Tokenizes)` checks work 
     RemoteEngine            Engine, Chats, Completes
     └── TokenizingRemoteEngine  + Tokenizes (the server's /tokenize, or the --tokenizer named)
         └── ScoringRemoteEngine + ScoresTokens (prompt log-probabilities)
+                                  + PredictsTopNext (the K likeliest next tokens, `%llm_next`)
 
 The conversation is kept here, client side, and the whole of it is sent every turn (the server
 applies the chat template). Replies stream over server-sent events through the official `openai`
@@ -42,6 +43,7 @@ from ..errors import (
     AuthenticationFailed,
     ContextTooLong,
     InvalidOption,
+    LogprobsRefused,
     ModelNotFound,
     ModelNotServed,
     NotOpenAICompatible,
@@ -63,10 +65,15 @@ from .base import (
     Reply,
     Stats,
     TextCallback,
+    TopLogprobs,
 )
 
 #: Read when `--api-key-env` is not given, if it is set (as the `openai` client itself does).
 DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"
+
+#: vLLM's `--max-logprobs` unless the server was started with another: the most log-probabilities
+#: it gives per token (vllm/config ModelConfig.max_logprobs; above it a request is a 400).
+VLLM_DEFAULT_MAX_LOGPROBS = 20
 
 #: What the openai client sends as a key when there is none: servers without keys ignore it.
 _NO_KEY = "EMPTY"
@@ -309,19 +316,24 @@ class _Server:
     # -- errors ---------------------------------------------------------------------------------
 
     @contextmanager
-    def errors(self) -> Iterator[None]:
-        """Re-raise the openai and HTTP libraries' exceptions as ours (`from` the original)."""
+    def errors(self, bad_request: Callable[[str], RemoteError] | None = None) -> Iterator[None]:
+        """Re-raise the openai and HTTP libraries' exceptions as ours (`from` the original).
+
+        `bad_request` makes the error for a 400 answer, from the server's own words, where the
+        caller knows what a 400 means for its request (too many log-probabilities)."""
         try:
             yield
         except RemoteError:
             raise
         except Exception as exc:
-            mapped = self.error(exc)
+            mapped = self.error(exc, bad_request)
             if mapped is None:
                 raise
             raise mapped from exc
 
-    def error(self, exc: BaseException) -> RemoteError | None:
+    def error(
+        self, exc: BaseException, bad_request: Callable[[str], RemoteError] | None = None
+    ) -> RemoteError | None:
         """Our error for a library exception, chosen by its type; None for anything else (a bug)."""
         openai, http = self.openai, self.http_lib
         where = self.endpoint.url
@@ -354,7 +366,9 @@ class _Server:
                 f"{where} closed the connection before its answer was complete: did the server stop?"
             )
         if isinstance(exc, openai.APIStatusError):
-            return self.status_error(exc.status_code, exc.body, "", code=getattr(exc, "code", None))
+            return self.status_error(
+                exc.status_code, exc.body, "", code=getattr(exc, "code", None), bad_request=bad_request
+            )
         if isinstance(exc, openai.APIResponseValidationError):
             return NotOpenAICompatible(f"{where} answered something not shaped like OpenAI's API.")
         if isinstance(exc, openai.APIError):
@@ -366,9 +380,18 @@ class _Server:
             return ServerUnreachable(f"Cannot talk to {where} ({type(exc).__name__}).")
         return None
 
-    def status_error(self, status: int, body: Any, path: str, code: str | None = None) -> RemoteError:
+    def status_error(
+        self,
+        status: int,
+        body: Any,
+        path: str,
+        code: str | None = None,
+        bad_request: Callable[[str], RemoteError] | None = None,
+    ) -> RemoteError:
         where = self.endpoint.url
         said = _server_message(body, "")
+        if status == 400 and bad_request is not None:
+            return bad_request(said)
         if status in (401, 403):
             variable = self.key_variable or DEFAULT_KEY_VARIABLE
             problem = "refused the API key" if status == 401 else "does not allow this key"
@@ -494,12 +517,14 @@ class RemoteEngine:
 
     def why_not(self, capability: type) -> str | None:
         """Why this server lacks `capability` (`ExplainsLimits`), with what would give it."""
-        from .base import ScoresTokens, Tokenizes
+        from .base import PredictsNext, PredictsTopNext, ScoresTokens, Tokenizes
 
         if capability is Tokenizes:
             return token_view_hint(self)
         if capability is ScoresTokens:
             return probabilities_hint(self)
+        if capability in (PredictsNext, PredictsTopNext):
+            return next_token_hint(self)
         return None
 
     def describe(self) -> EngineInfo:
@@ -511,6 +536,7 @@ class RemoteEngine:
             ("API key", f"from ${self._server.key_variable}" if self._server.key_variable else "none"),
             ("token view", self._token_view_note()),
             ("token probabilities", self._probs_note()),
+            ("next-token view", self._next_note()),
         ]
         if self.served.kind is ServerKind.OTHER:
             details.append(("sampling", "top-k and repetition penalty are not sent (unknown server)"))
@@ -734,6 +760,9 @@ class RemoteEngine:
     def _probs_note(self) -> str:
         return "not offered by this server"
 
+    def _next_note(self) -> str:
+        return "none: the server gives no log-probabilities"
+
 
 class TokenizingRemoteEngine(RemoteEngine):
     """A remote engine with a token view: the server's `/tokenize`, or the local tokenizer named
@@ -787,6 +816,71 @@ class ScoringRemoteEngine(TokenizingRemoteEngine):
     def _probs_note(self) -> str:
         return "from the server (prompt log-probabilities)"
 
+    def _next_note(self) -> str:
+        return f"the server's top log-probabilities (vLLM gives at most {VLLM_DEFAULT_MAX_LOGPROBS} unless started with more)"
+
+    def next_token_top(self, ids: Sequence[int], k: int) -> TopLogprobs:
+        """The `k` likeliest tokens after `ids` and their raw log-probabilities, from one
+        `/v1/completions` request that generates one greedy token (`PredictsTopNext`).
+
+        What vLLM gives, and why it is asked this way:
+        - `logprobs=k` with `max_tokens=1`: OpenAI's legacy `logprobs.top_logprobs[0]`, the `k`
+          likeliest tokens of the one generated position (plus the sampled token when it is not
+          among them: greedy, it always is). Above the server's `--max-logprobs` (20 by default)
+          vLLM refuses the request with a 400, which becomes `LogprobsRefused`.
+        - `return_tokens_as_token_ids`: the keys come as "token_id:1234" instead of decoded text,
+          which two tokens can share (the bytes of one emoji all decode to "�"), so no entry is lost
+          and the ids are exact (vLLM's CompletionRequest field of that name).
+        - The values are raw: vLLM's default `--logprobs-mode raw_logprobs` takes them from the
+          model's logits before temperature, penalties, top-k and top-p (vllm/v1/sample/sampler.py,
+          step 1 of `Sampler`); temperature 0 is sent anyway, so nothing is sampled.
+        - `--chat` sends ids too: the chat template's, from `/tokenize` with `messages` and
+          `add_generation_prompt` (vLLM's TokenizeChatRequest in
+          vllm/entrypoints/serve/tokenize/protocol.py: the server's own template). One request
+          shape for both, and the view knows the prompt's ids and text, as `%tokens --chat` shows
+          them; `/v1/chat/completions` with `top_logprobs` would hide the prompt it built.
+        """
+
+        def refused(said: str) -> LogprobsRefused:
+            return LogprobsRefused(
+                f"{self.endpoint.url} refused {k} log-probabilities per token (400: {said or 'no reason given'}). "
+                f"vLLM gives at most its --max-logprobs ({VLLM_DEFAULT_MAX_LOGPROBS} unless started with more): "
+                f"lower --show and --top-k (with --steps, LlmMagics.next_runners_up), or restart vLLM "
+                f"with --max-logprobs {k}."
+            )
+
+        with self._server.errors(bad_request=refused):
+            answer = self._server.client.completions.create(
+                model=self.model,
+                prompt=list(ids),
+                max_tokens=1,
+                logprobs=k,
+                temperature=0,
+                extra_body={"return_tokens_as_token_ids": True},
+            )
+        try:
+            row = answer.choices[0].logprobs.top_logprobs[0]
+            pairs = sorted(
+                ((_token_id(key), float(lp)) for key, lp in row.items()), key=lambda p: (-p[1], p[0])
+            )
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise NotOpenAICompatible(
+                f"{self.endpoint.url} gave no next-token log-probabilities by token id "
+                "(logprobs with return_tokens_as_token_ids): is it an older vLLM?"
+            ) from exc
+        pairs = [(i, lp) for i, lp in pairs if math.isfinite(lp)][:k]
+        if not pairs:
+            raise NotOpenAICompatible(f"{self.endpoint.url} listed no next tokens with log-probabilities.")
+        return TopLogprobs(tuple(i for i, _ in pairs), tuple(lp for _, lp in pairs))
+
+
+def _token_id(key: str) -> int:
+    """1234 from vLLM's "token_id:1234"; ValueError for anything else (decoded text)."""
+    prefix, _, number = str(key).partition("token_id:")
+    if prefix or not number:
+        raise ValueError(key)
+    return int(number)
+
 
 def token_view_hint(engine: RemoteEngine) -> str:
     """The one line `%tokens` shows for a remote engine without a token view."""
@@ -794,6 +888,14 @@ def token_view_hint(engine: RemoteEngine) -> str:
         f"{engine.name} runs on a server without /tokenize ({engine.server_kind.value}): for a token view, "
         f"connect again with its tokenizer: %llm_load {engine.model} --endpoint {engine.endpoint.api} "
         "--tokenizer ID_OR_FOLDER --reload"
+    )
+
+
+def next_token_hint(engine: RemoteEngine) -> str:
+    """The one line `%llm_next` shows for a remote engine whose server gives no log-probabilities."""
+    return (
+        f"%llm_next needs the model's probabilities, and {engine.name} runs on a server that gives none "
+        f"({engine.server_kind.value}): serve it with vLLM, or load the model here with %llm_load."
     )
 
 
@@ -911,6 +1013,7 @@ __all__ = [
     "choose_model",
     "connect",
     "parse_endpoint",
+    "next_token_hint",
     "probabilities_hint",
     "read_api_key",
     "read_models",

@@ -149,6 +149,7 @@ class ServerTokenizer:
         self.model_max_length = context_length or int(1e30)
         self._names: dict[int, str] = {}
         self._special: set[int] = set()
+        self._texts: dict[int, str] = {}
         self.name_or_path = f"{model} (server)"
 
     def __repr__(self) -> str:
@@ -192,6 +193,12 @@ class ServerTokenizer:
             ids = [i for i in ids if i not in self._special]
         if not ids:
             return ""
+        if len(ids) == 1:
+            # One token at a time is how the next-token views label their rows: ask once per id.
+            token_id = int(ids[0])
+            if token_id not in self._texts:
+                self._texts[token_id] = self._route.detokenize(self._server, self._model, [token_id])
+            return self._texts[token_id]
         return self._route.detokenize(self._server, self._model, ids)
 
     def apply_chat_template(

@@ -88,6 +88,11 @@ class NextTokenMagics(SessionMagics):
         newline). --steps N chooses N tokens one at a time (the likeliest, or drawn with
         --sample), as a table with each token's probability, rank and runners-up.
 
+        On a vLLM server only its likeliest tokens are known (at most its --max-logprobs, 20
+        unless started with more): their probabilities are exact, the rest is one remainder, and
+        what temperature, top-k and top-p give is computed within the listed tokens and marked ≈
+        where that makes it approximate. --sample and --live need a model loaded here.
+
         Examples::
 
             %llm_next The capital of France is
