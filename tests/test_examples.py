@@ -184,7 +184,7 @@ def test_lessons_execute_without_errors(name: str, tmp_path: Path) -> None:
         # One measured row per mode, all in the final table, and sentences that follow from it.
         rows = notebooks.assert_claims_agree_with_the_table(nb)
         assert [row["mode"] for row in rows] == ["float32", "bfloat16", "8bit", "4bit"]
-        assert "usually" not in _all_source(nb)
+        assert "usually *slower*" not in _all_source(nb)
     else:
         assert "tiny-bpe" in text and 'class="llm-tok"' in text
 
