@@ -320,8 +320,8 @@ def quantization() -> nbformat.NotebookNode:
             md(
                 "## 2. The measurement\n\n"
                 "`claims.measure` takes a loaded model and returns one row: the footprint of its weights, "
-                "its decoding speed (tokens per second of a short greedy continuation, after one untimed "
-                "warm-up) and the perplexity of the paragraph below. Perplexity is exp(average loss): "
+                "its decoding speed (tokens per second of a short greedy continuation, the best of three "
+                "after an untimed warm-up: on a busy machine the slower runs measure the other programs) and the perplexity of the paragraph below. Perplexity is exp(average loss): "
                 "roughly, how many tokens the model hesitates between at each step. The code is short: "
                 "read it in `llm_magics/claims.py`."
             ),
@@ -495,7 +495,8 @@ def open_llms_lesson() -> nbformat.NotebookNode:
                 "### Checking the claims\n\n"
                 "Instead of repeating the promises, we measure them: the same model at each precision "
                 "this machine supports, one at a time. Each row is the footprint of the weights, the "
-                "decoding speed (tokens per second of a short greedy continuation) and the perplexity "
+                "decoding speed (tokens per second of a short greedy continuation, the best of three runs) "
+                "and the perplexity "
                 "of a fixed paragraph (exp of the average loss: lower is better)."
             ),
             code(
@@ -531,7 +532,7 @@ def open_llms_lesson() -> nbformat.NotebookNode:
                 "config, sets `tokenizer.pad_token = tokenizer.eos_token`, formats the messages with "
                 "`apply_chat_template` and streams `generate(inputs, max_new_tokens=2000, streamer=streamer)` "
                 "through a `TextStreamer`. `%%llm_chat` does all of that; `--code` prints it. (The "
-                "model stops at its end-of-turn token long before 2000; a smaller cap keeps a CPU quick.) "
+                "reply ends at the model's end-of-turn token; 2000 is only a cap, and a smaller one keeps a CPU quick.) "
                 "A 135M model is small enough to be wrong now and then: check what it says."
             ),
             code(
