@@ -369,8 +369,9 @@ def quantization() -> nbformat.NotebookNode:
             ),
             md(
                 "## 5. What the numbers say\n\n"
-                "Courses usually promise that 16-bit halves the memory, 4-bit takes about a quarter of it, "
-                "runs at a similar speed or slightly faster, and loses 1–3% of quality. The sentences "
+                "The lesson these notebooks serve (`open_llms_lesson.ipynb`) promises that 16-bit halves "
+                "the memory and that 4-bit takes about a quarter of it, runs at a similar speed or "
+                "slightly faster, and loses 1–3% of quality. The sentences "
                 "below are computed from the table above, so they say what happened on *this* machine. "
                 "Speed depends most on the hardware: a CPU unpacks 4-bit weights in software, a GPU "
                 "has kernels for them, and a small model moves so little data that the unpacking may "
