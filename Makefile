@@ -94,8 +94,11 @@ COLAB_PYTHON       ?= $(HOME)/.pyenv/versions/3.11.7/bin/python
 COLAB_TRANSFORMERS ?= 5.15.0
 COLAB_ACCELERATE   ?= $(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),1.2.0,1.14.0)
 COLAB_VENV         ?= .venv-colab$(if $(filter-out 5.15.0,$(COLAB_TRANSFORMERS)),-$(COLAB_TRANSFORMERS))
+# pandas: the example notebooks' tables; Colab ships 2.2.2 (googlecolab/backend-info pip-freeze), so it
+# is pinned like the rest, not a test tool.
 COLAB_PINS         ?= transformers==$(COLAB_TRANSFORMERS) accelerate==$(COLAB_ACCELERATE) ipython==7.34.0 \
-	ipykernel==6.17.1 traitlets==5.7.1 ipywidgets==7.7.1 widgetsnbextension==3.6.10 psutil==5.9.5
+	ipykernel==6.17.1 traitlets==5.7.1 ipywidgets==7.7.1 widgetsnbextension==3.6.10 psutil==5.9.5 \
+	pandas==2.2.2
 COLAB_TEST_TOOLS   ?= "pytest>=8" "hypothesis>=6" "nbclient>=0.10" "nbconvert>=7" "nbformat>=5"
 COLAB_TESTS_OLD    ?= tests/test_loading.py tests/test_models_magics.py tests/test_chat.py tests/test_chat_magics.py \
                       tests/test_pipe_removed.py

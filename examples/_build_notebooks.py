@@ -7,6 +7,7 @@ script, and commit both; `tests/test_examples.py` checks the committed files mat
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -318,19 +319,17 @@ def quantization() -> nbformat.NotebookNode:
             code("%llm_load --estimate"),
             md(
                 "## 2. The measurement\n\n"
-                "`measure` takes a loaded model (through `llm_magics.get_model` and `get_entry`) and "
-                "returns one row: the footprint of its weights, the tokens per second of a short greedy "
-                "generation, and the perplexity of the paragraph below. Perplexity is "
-                "exp(average loss): roughly, how many tokens the model hesitates between at each step."
+                "`claims.measure` takes a loaded model and returns one row: the footprint of its weights, "
+                "its decoding speed (tokens per second of a short greedy continuation, the best of three "
+                "after an untimed warm-up: on a busy machine the slower runs measure the other programs) and the perplexity of the paragraph below. Perplexity is exp(average loss): "
+                "roughly, how many tokens the model hesitates between at each step. The code is short: "
+                "read it in `llm_magics/claims.py`."
             ),
             code(
-                "import math\n"
-                "import time\n"
-                "\n"
-                "import torch\n"
+                "import pandas as pd\n"
                 "\n"
                 "import llm_magics\n"
-                "from llm_magics import loading\n"
+                "from llm_magics import claims, loading\n"
                 "\n"
                 "PARAGRAPH = (\n"
                 '    "The Sun is the star at the centre of the Solar System. It is a nearly perfect ball of hot "\n'
@@ -340,35 +339,13 @@ def quantization() -> nbformat.NotebookNode:
                 'PROMPT = "The three primary colours are"\n'
                 "# The numbers %llm_load --estimate showed above, to put beside the measurements.\n"
                 "ESTIMATE = loading.estimate_memory(loading.plan_load(loading.resolve_source(None))).per_mode\n"
-                "NEW_TOKENS = 16\n"
                 "rows = []\n"
                 "\n"
                 "\n"
                 "def measure(name):\n"
-                "    model, tokenizer = llm_magics.get_model(name)\n"
-                "    info = llm_magics.get_entry(name).describe()\n"
-                "    with torch.no_grad():\n"
-                '        ids = tokenizer(PARAGRAPH, return_tensors="pt").input_ids.to(model.device)\n'
-                "        perplexity = math.exp(model(ids, labels=ids).loss.item())\n"
-                '        prompt = tokenizer(PROMPT, return_tensors="pt").to(model.device)\n'
-                "        started = time.perf_counter()\n"
-                "        output = model.generate(\n"
-                "            **prompt, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False\n"
-                "        )\n"
-                "        seconds = time.perf_counter() - started\n"
-                '    generated = output.shape[1] - prompt["input_ids"].shape[1]\n'
-                "    rows.append(\n"
-                "        {\n"
-                '            "mode": name,\n'
-                '            "weights": info.quantization if info.quantization != "none" else info.dtype,\n'
-                '            "estimate (MB)": ESTIMATE["16-bit" if name == "bfloat16" else name] / 1e6,\n'
-                '            "footprint (MB)": info.footprint_bytes / 1e6,\n'
-                '            "tokens/s": generated / seconds,\n'
-                '            "perplexity": perplexity,\n'
-                '            "sample": tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True),\n'
-                "        }\n"
-                "    )\n"
-                '    print(f"{name}: {info.footprint_bytes / 1e6:.0f} MB, {generated / seconds:.1f} tokens/s, perplexity {perplexity:.2f}")'
+                "    row = claims.measure(llm_magics.get_entry(name), name, text=PARAGRAPH, prompt=PROMPT)\n"
+                "    rows.append(row)\n"
+                "    print(f\"{name}: {row['footprint (MB)']:.0f} MB, {row['tokens/s']:.1f} tokens/s, perplexity {row['perplexity']:.2f}\")"
             ),
             md(
                 "## 3. Four ways to load the same model\n\n"
@@ -382,46 +359,264 @@ def quantization() -> nbformat.NotebookNode:
             md(
                 "## 4. The table\n\n"
                 "Memory is relative to float32. Compare it with the estimate above, and the perplexity "
-                "with float32's: how much quality did each saving cost?"
-            ),
-            code(
-                "import html\n"
-                "\n"
-                "from IPython.display import HTML\n"
-                "\n"
-                'baseline = rows[0]["footprint (MB)"]\n'
-                'header = ["mode", "weights", "estimate (MB)", "measured (MB)", "vs float32", "tokens/s", "perplexity", "sample"]\n'
-                "cells = [\n"
-                "    [\n"
-                '        row["mode"],\n'
-                '        row["weights"],\n'
-                "        f\"{row['estimate (MB)']:.0f}\",\n"
-                "        f\"{row['footprint (MB)']:.0f}\",\n"
-                "        f\"{row['footprint (MB)'] / baseline:.0%}\",\n"
-                "        f\"{row['tokens/s']:.1f}\",\n"
-                "        f\"{row['perplexity']:.2f}\",\n"
-                '        row["sample"],\n'
-                "    ]\n"
-                "    for row in rows\n"
-                "]\n"
-                'table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"\n'
-                "for line in cells:\n"
-                '    table += "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in line) + "</tr>"\n'
-                'HTML(table + "</table>")'
-            ),
-            md(
-                "**Things to notice.** The footprints should track the estimate. On a CPU the quantized "
-                "models are usually *slower*, not faster: the weights are unpacked again for every "
-                "multiplication, and the kernels that make 4-bit fast are written for GPUs. The saving "
-                "is memory, which is what lets a bigger model fit at all. The sample column shows the "
+                "with float32's: how much quality did each saving cost? The sample column shows the "
                 "same prompt continued greedily in each mode: small changes in the numbers can change the words."
             ),
+            code(
+                "table = pd.DataFrame(claims.rounded(rows))\n"
+                'table.insert(2, "estimate (MB)", [round(ESTIMATE["16-bit" if m == "bfloat16" else m] / 1e6, 1) for m in table["mode"]])\n'
+                "table"
+            ),
+            md(
+                "## 5. What the numbers say\n\n"
+                "The lesson these notebooks serve (`open_llms_lesson.ipynb`) promises that 16-bit halves "
+                "the memory and that 4-bit takes about a quarter of it, runs at a similar speed or "
+                "slightly faster, and loses 1–3% of quality. The sentences "
+                "below are computed from the table above, so they say what happened on *this* machine. "
+                "Speed depends most on the hardware: a CPU unpacks 4-bit weights in software, a GPU "
+                "has kernels for them, and a small model moves so little data that the unpacking may "
+                "or may not cost more than the memory it saves. The memory saving is what lets a bigger "
+                "model fit at all."
+            ),
+            code("for sentence in claims.claim_sentences(claims.rounded(rows)):\n    print(sentence)"),
         ]
     )
 
 
+def open_llms_lesson() -> nbformat.NotebookNode:
+    return notebook(
+        [
+            badge(
+                "open_llms_lesson.ipynb",
+                "Open LLMs in a notebook: from `pipeline` to a quantized chat model",
+                "This lesson walks the path most courses on open language models take: why a GPU "
+                "runtime, the software stack, the `pipeline` API, the tokenizer, 4-bit quantization "
+                "and finally a chat model that streams its reply. Each step is one magic, and `--code` "
+                "prints the plain transformers code that does the same, so you learn both: the magic "
+                "to try things quickly, the code to build on. Everything runs offline on a laptop "
+                "CPU with the bundled SmolLM2-135M-Instruct; the few cells whose model must be "
+                "downloaded say so, and run in Colab.",
+            ),
+            install(quantizes=True),
+            md(
+                "## 1. Why a GPU runtime?\n\n"
+                "A language model is mostly matrix multiplications over its weights, billions of them "
+                "for a mid-sized model. A GPU does thousands of those multiplications at once and "
+                "keeps the weights in its own fast memory; a CPU does far fewer at a time. In Colab, "
+                "*Runtime → Change runtime type → T4 GPU* gives you one for free. The cell below "
+                "says what this runtime has, and which number format (dtype) llm_magics computes in "
+                "here and on Colab's T4."
+            ),
+            code(
+                "import torch\n"
+                "\n"
+                "from llm_magics import loading\n"
+                "\n"
+                "here = loading.detect_hardware()\n"
+                'print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none: this runtime computes on the CPU")\n'
+                'print("compute dtype here:  %s (%s)" % loading.choose_compute_dtype(here))\n'
+                't4 = loading.Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4")\n'
+                'print("on Colab\'s T4:       %s (%s)" % loading.choose_compute_dtype(t4))'
+            ),
+            md(
+                "The T4 line matters later: many tutorials write `bnb_4bit_compute_dtype=torch.bfloat16`. "
+                "A T4 (compute capability 7.5) has no bfloat16 units; PyTorch emulates them, slowly, "
+                "and still reports bfloat16 as supported. So llm_magics picks float16 there, and its "
+                "model card says so.\n\n"
+                "## 2. The stack\n\n"
+                "- **PyTorch** does the math: tensors, matrix multiplications, on the CPU or the GPU.\n"
+                "- **transformers** gives the models: it downloads (or reads) the weights and builds "
+                "the network in PyTorch.\n"
+                "- The **tokenizer** turns text into token ids, the only thing the model reads, and ids "
+                "back into text.\n"
+                "- The **pipeline** wires tokenizer, model and the post-processing into one call.\n\n"
+                "llm_magics sits on top: each magic does what a few lines of that stack do."
+            ),
+            code(
+                "import transformers\n"
+                "\n"
+                'print("torch", torch.__version__, "| transformers", transformers.__version__)\n'
+                "%load_ext llm_magics"
+            ),
+            md(
+                "## 3. The pipeline API\n\n"
+                '`pipeline("sentiment-analysis")` is the shortest way to use a trained model: a task, '
+                "some text, a result. `%llm_pipe` does the same, and `--code` prints the plain code. "
+                "This cell's default model (a DistilBERT fine-tuned on film reviews) needs the "
+                "Hugging Face hub once: offline it says so in one line and the lesson goes on."
+            ),
+            hub("%llm_pipe sentiment-analysis --code I love learning about LLMs!"),
+            md(
+                "Text generation continues a text. The classic example uses GPT-2, which also needs "
+                "the hub once:"
+            ),
+            hub("%llm_pipe text-generation --model gpt2 --max-new-tokens 30 --code Once upon a time"),
+            md(
+                "The bundled SmolLM2-135M-Instruct needs no download. `%llm_load` loads it (`--code` "
+                "shows how: `AutoTokenizer` and `AutoModelForCausalLM`); after that, `text-generation` "
+                "without `--model` uses it."
+            ),
+            code("%llm_load --code"),
+            code("%llm_pipe text-generation --max-new-tokens 20 --code Once upon a time"),
+            md("Your turn: give it a beginning of your own."),
+            code("%llm_pipe text-generation --max-new-tokens 20 The best way to learn a new language is"),
+            md(
+                "## 4. The tokenizer\n\n"
+                "The model never sees letters. `%tokens` shows how the tokenizer cuts a text (each "
+                "coloured span is one token, `--ids` prints its number under it), and `--code` the "
+                "`AutoTokenizer` lines that encode the text into ids and decode them back."
+            ),
+            code("%tokens --code --ids Hello world"),
+            md(
+                "Common words are one token; rare words, names and other languages take several. "
+                "Count the tokens in the footer:"
+            ),
+            code("%tokens --ids Tokenization is unbelievably quirky: naïve café, 東京, 🙂"),
+            md(
+                "## 5. Quantization\n\n"
+                "A weight stored as a 32-bit float takes 4 bytes; as a 16-bit float, 2; as a 4-bit "
+                "integer, half a byte. The course's recipe for 4-bit is\n\n"
+                "```python\n"
+                "BitsAndBytesConfig(\n"
+                "    load_in_4bit=True,\n"
+                "    bnb_4bit_use_double_quant=True,      # the scales are quantized too\n"
+                "    bnb_4bit_compute_dtype=torch.bfloat16,\n"
+                '    bnb_4bit_quant_type="nf4",            # 4-bit levels spaced for normally distributed weights\n'
+                ")\n"
+                "```\n\n"
+                "and it promises: memory 32-bit 100%, 16-bit 50%, 4-bit about 25%; speed similar or "
+                "slightly faster; accuracy 1–3% worse. `%llm_load --quant 4bit` loads with that recipe; "
+                "`--code` shows the config with the compute dtype chosen for this machine (on a T4 "
+                "the card and the code say float16, and why). First, the estimate: it reads only the "
+                "model's configuration."
+            ),
+            code("%llm_load --estimate"),
+            code("%llm_load --quant 4bit --as smol-4bit --code"),
+            md(
+                "### Checking the claims\n\n"
+                "Instead of repeating the promises, we measure them: the same model at each precision "
+                "this machine supports, one at a time. Each row is the footprint of the weights, the "
+                "decoding speed (tokens per second of a short greedy continuation, the best of three runs) "
+                "and the perplexity "
+                "of a fixed paragraph (exp of the average loss: lower is better)."
+            ),
+            code(
+                "import pandas as pd\n"
+                "\n"
+                "from llm_magics import claims\n"
+                "\n"
+                'PARAGRAPH = "Water boils at one hundred degrees Celsius at sea level. Higher up, the air pressure is lower, so it boils at a lower temperature."\n'
+                'PROMPT = "The three primary colours are"\n'
+                "\n"
+                "modes = claims.modes_for(here)\n"
+                "if modes.skipped:\n"
+                "    print(modes.skipped)\n"
+                "rows = []\n"
+                "for mode in modes.modes:\n"
+                '    choice = {"quantization": mode} if mode.endswith("bit") else {"dtype": mode}\n'
+                "    engine = loading.load_model(loading.plan_load(loading.resolve_source(None), **choice))\n"
+                "    rows.append(claims.measure(engine, mode, text=PARAGRAPH, prompt=PROMPT))\n"
+                "    engine.close()\n"
+                "rows = claims.rounded(rows)\n"
+                "pd.DataFrame(rows)"
+            ),
+            md(
+                "The sentences below are computed from that table, so they say where each promise "
+                "holds *on this hardware*. Speed depends on it most: a CPU unpacks 4-bit weights in "
+                "software, a GPU has kernels for them, and a model this small moves so little data "
+                "that the result can go either way. Run the lesson on a T4 and compare."
+            ),
+            code("for sentence in claims.claim_sentences(rows):\n    print(sentence)"),
+            md(
+                "## 6. A chat model\n\n"
+                'The course\'s last step loads a chat model with `device_map="auto"` and the 4-bit '
+                "config, sets `tokenizer.pad_token = tokenizer.eos_token`, formats the messages with "
+                "`apply_chat_template` and streams `generate(inputs, max_new_tokens=2000, streamer=streamer)` "
+                "through a `TextStreamer`. `%%llm_chat` does all of that; `--code` prints it. (The "
+                "reply ends at the model's end-of-turn token; 2000 is only a cap, and a smaller one keeps a CPU quick.) "
+                "A 135M model is small enough to be wrong now and then: check what it says."
+            ),
+            code(
+                "%%llm_chat smol-4bit --code --max-new-tokens 40\n"
+                "In two sentences: why does a 4-bit model need less memory?"
+            ),
+            md(
+                "`generate` pads with the pad token. Some tokenizers have none, which is why the course "
+                "borrows the end-of-text token; llm_magics uses the tokenizer's own when it has one. "
+                "Which does this one have?"
+            ),
+            code(
+                "import llm_magics\n"
+                "\n"
+                'tokenizer = llm_magics.get_model("smol-4bit")[1]\n'
+                'print("pad token:", tokenizer.pad_token, "| end-of-text token:", tokenizer.eos_token)'
+            ),
+            md("The conversation goes on: a follow-up question sees the first one."),
+            code("%%llm_chat smol-4bit --max-new-tokens 40\nAnd what does it lose?"),
+            md(
+                "## 7. How the next token is chosen\n\n"
+                "Each step of `generate` scores every token in the vocabulary. `%llm_next` shows the "
+                "likeliest as bars. **Temperature** sharpens (below 1) or flattens (above 1) the "
+                "distribution; **top-p** keeps only the likeliest tokens whose probabilities add up "
+                "to p (the greyed-out ones can never be chosen)."
+            ),
+            code("%llm_next --model smollm2-135m --temperature 0.5 Once upon a time, there was a"),
+            code(
+                "%llm_next --model smollm2-135m --temperature 1.5 --top-p 0.9 Once upon a time, there was a"
+            ),
+            md(
+                "`--steps` chooses several tokens one after the other: greedy (always the likeliest), "
+                "then sampled with a temperature and a seed, so the cell gives the same story each run."
+            ),
+            code("%llm_next --model smollm2-135m --steps 6 The best way to learn is"),
+            code(
+                "%llm_next --model smollm2-135m --steps 6 --sample --temperature 1.2 --top-p 0.9 --seed 0 "
+                "The best way to learn is"
+            ),
+            md(
+                "**Question:** in the sampled table, find a token that was not the likeliest (rank "
+                "above 1). Run the cell with `--seed 1`: does the story change?\n\n"
+                "## 8. Tidy up\n\n`%llm_unload --all` frees every model and says how much memory came back."
+            ),
+            code("%llm_unload --all"),
+        ]
+    )
+
+
+#: Models that need no download: the bundled model's aliases (`loading.ALIASES`, kept in step by a test).
+LOCAL_MODELS = ("smollm2-135m", "smollm2-135m-instruct")
+
+
+def needs_hub(source: str) -> bool:
+    """Whether a cell's model must come from the Hugging Face hub: a `%llm_pipe` whose task uses its
+    default model (text-generation uses the model loaded before it), or a `--model` / `%llm_load`
+    that names a hub id rather than an alias, a `$variable` or a path."""
+    words = shlex.split(source.strip().splitlines()[0]) if source.strip() else []
+    if not words or words[0].lstrip("%") not in ("llm_pipe", "llm_load"):
+        return False
+    if "--model" in words:
+        model: str | None = words[words.index("--model") + 1]
+    elif words[0].lstrip("%") == "llm_load":
+        # The first word that is neither an option nor the value of one.
+        flags = ("--estimate", "--force", "--reload", "--tokenizer-only", "--trust-remote-code", "--code")
+        model = next(
+            (
+                w
+                for before, w in zip(words, words[1:])
+                if not w.startswith("-") and (not before.startswith("-") or before in flags)
+            ),
+            None,
+        )
+    else:
+        return words[1] != "text-generation"
+    return model is not None and model not in LOCAL_MODELS and not model.startswith(("$", ".", "/", "{"))
+
+
 def hub(text: str) -> nbformat.NotebookNode:
-    """A cell whose default model needs the hub once: offline it fails in one line, and the run goes on."""
+    """A cell whose model needs the hub once: offline it fails in one line, and with the standard
+    `raises-exception` tag JupyterLab's and Notebook 7's Run All (and nbclient) go on past it; in
+    Colab the hub is there and it runs."""
+    assert needs_hub(text), text
     cell = code(text)
     cell.metadata["tags"] = ["raises-exception"]
     return cell
@@ -433,7 +628,7 @@ def pipelines() -> nbformat.NotebookNode:
             badge(
                 "pipelines.ipynb",
                 "The Pipeline API, one magic per task",
-                "`pipeline(\"sentiment-analysis\")` is the shortest way to use a trained model: a task name, "
+                '`pipeline("sentiment-analysis")` is the shortest way to use a trained model: a task name, '
                 "some text, a result. `%llm_pipe TASK TEXT` does the same in one line, shows the result the "
                 "way people read it, and `--code` prints the plain transformers code behind it.",
             ),
@@ -442,14 +637,14 @@ def pipelines() -> nbformat.NotebookNode:
             md(
                 "## 1. Sentiment analysis\n\n"
                 "With no `--model`, a task uses the default model `pipeline(TASK)` picks, here a DistilBERT "
-                "fine-tuned on movie reviews. It is downloaded from the Hugging Face hub the first time: "
-                "without a network the cell says so in one line (in Colab it runs). The raw output, the "
-                "list of dicts `pipeline` returns, is in `_llm_pipe`."
+                "fine-tuned on movie reviews. This cell needs the Hugging Face hub once, to download that "
+                "model: offline it says so in one line and Run All goes on (in Colab it runs). The raw "
+                "output, the list of dicts `pipeline` returns, is in `_llm_pipe`."
             ),
             hub("%llm_pipe sentiment-analysis I love learning about LLMs!"),
             md(
                 "## 2. Text generation\n\n"
-                "The lesson continues *Once upon a time* with GPT-2 (from the hub):"
+                "The lesson continues *Once upon a time* with GPT-2, which needs the hub once to download it:"
             ),
             hub("%llm_pipe text-generation --model gpt2 --max-new-tokens 30 Once upon a time"),
             md(
@@ -463,7 +658,8 @@ def pipelines() -> nbformat.NotebookNode:
             code("_llm_pipe"),
             md(
                 "## 3. More tasks\n\n"
-                "Each default model is downloaded once (a few hundred MB to 1.6 GB). "
+                "The next three cells each need the hub once, to download their task's default model (a "
+                "few hundred MB to 1.6 GB); offline each says so in one line. "
                 "`--lines` runs each line of the cell as one input, in one batch."
             ),
             hub(
@@ -471,18 +667,21 @@ def pipelines() -> nbformat.NotebookNode:
                 "I love learning about LLMs!\n"
                 "The parliament passed the budget."
             ),
-            md("`fill-mask` guesses the hidden word; this model's mask is `<mask>`:"),
+            md("`fill-mask` guesses the hidden word (its model needs the hub once; its mask is `<mask>`):"),
             hub("%llm_pipe fill-mask Paris is the <mask> of France."),
-            md("`ner` finds names of people, places and organisations, merged from word pieces:"),
+            md(
+                "`ner` finds names of people, places and organisations, merged from word pieces "
+                "(its model needs the hub once too):"
+            ),
             hub("%llm_pipe ner Ada Lovelace worked with Charles Babbage in London."),
             md(
-                "transformers 5 removed `summarization`, `translation` and `question-answering` (a chat "
-                "model does them now: ask in `%%llm_chat`). With transformers 4.x, as some Colab runtimes "
-                "have, they work here too:"
+                "transformers 5 removed the `summarization`, `translation` and `question-answering` "
+                "pipelines: a chat model does those tasks now. The bundled model answers a question "
+                "about a text:"
             ),
-            hub(
-                '%llm_pipe question-answering --context "Ada Lovelace worked with Charles Babbage in London." '
-                "Where did Ada Lovelace work?"
+            code(
+                "%%llm_chat --max-new-tokens 24\n"
+                "Ada Lovelace worked with Charles Babbage in London. Where did Ada Lovelace work?"
             ),
             md("## 4. Tidy up\n\nPipelines are in the registry with their task, and unload like any model."),
             code("%llm_list"),
@@ -496,6 +695,7 @@ NOTEBOOKS = {
     "tokenization_lesson.ipynb": tokenization_lesson,
     "quantization.ipynb": quantization,
     "pipelines.ipynb": pipelines,
+    "open_llms_lesson.ipynb": open_llms_lesson,
 }
 
 

@@ -157,6 +157,21 @@ def _generate_lines(options: GenerationOptions, extra: list[tuple[str, str]], re
     return lines
 
 
+def tokens_code(plan: Any, text: str, *, fallback: str = "MODEL") -> str:
+    """`%tokens TEXT`: text to ids, the pieces the ids stand for, and back to text."""
+    location, access = _location(plan, fallback)
+    lines = ["from transformers import AutoTokenizer", "", *location]
+    lines.append(f"tokenizer = AutoTokenizer.from_pretrained({_kwargs([('', 'model_id'), *access])})")
+    lines += [
+        f"text = {text!r}",
+        "ids = tokenizer(text)['input_ids']            # what the model receives",
+        "print(ids)",
+        "print(tokenizer.convert_ids_to_tokens(ids))  # the vocabulary piece behind each id",
+        "print(tokenizer.decode(ids))                 # and back to text",
+    ]
+    return "\n".join(lines)
+
+
 _PIPE_VARIABLES = {
     "text-classification": "classifier",
     "sentiment-analysis": "classifier",
@@ -353,4 +368,4 @@ def answer(question):
 """.splitlines()
 
 
-__all__ = ["chat_code", "complete_code", "load_code", "pipeline_code", "removed_task_code"]
+__all__ = ["chat_code", "complete_code", "load_code", "pipeline_code", "removed_task_code", "tokens_code"]

@@ -376,6 +376,14 @@ def plan_load(
     )
 
 
+def compute_dtype_note(plan: LoadPlan) -> str | None:
+    """The card's line saying which dtype a quantized model computes in and why (on a T4: float16,
+    since it has no bfloat16 units); None for unquantized loads, whose dtype row says it."""
+    if plan.quantization == "none":
+        return None
+    return f"compute dtype {plan.dtype}: {plan.dtype_reason}"
+
+
 TRUST_REMOTE_CODE_NOTICE = (
     "--trust-remote-code runs Python code from the model's repository on this machine, "
     "with your permissions. Use it only for repositories you trust."
@@ -916,8 +924,9 @@ def load_weights(
         and tokenizer.pad_token_id is not None
     ):
         generation_config.pad_token_id = tokenizer.pad_token_id
-    if plan.quantization != "none":
-        notes.append(f"compute dtype {plan.dtype}: {plan.dtype_reason}")
+    note = compute_dtype_note(plan)
+    if note:
+        notes.append(note)
     info = EngineInfo(
         name=plan.name,
         source=plan.source.label,

@@ -95,6 +95,24 @@ def test_pipe_code_over_a_loaded_chat_model_hands_over_the_objects(shell, tiny_m
     assert execute(code)["result"] == shell.user_ns["_llm_pipe"]
 
 
+def test_tokens_code_gives_the_same_ids_and_text_back(shell, tiny_models):
+    shell.run_line_magic("llm_load", f"{tiny_models['llama']} --tokenizer-only --as tok")
+    result, captured = run(shell, '%tokens --code "Hello world, naïve 🙂"')
+    assert result.success, result.error_in_exec
+    code = printed_code(captured)
+    assert "AutoTokenizer" in code and "import torch" not in code
+    namespace = execute(code)
+    tokenizer = magics(shell).registry.get("tok").tokenizer
+    assert namespace["ids"] == tokenizer("Hello world, naïve 🙂")["input_ids"]
+    assert namespace["text"] == "Hello world, naïve 🙂"
+
+
+def test_tokens_code_goes_with_text_only(shell, tiny_models):
+    shell.run_line_magic("llm_load", f"{tiny_models['llama']} --tokenizer-only --as tok")
+    result, _ = run(shell, "%tokens --code --chat")
+    assert not result.success and "--code" in str(result.error_in_exec)
+
+
 def test_quantized_load_code_has_the_chosen_compute_dtype():
     from llm_magics import loading
     from llm_magics.code import load_code, pipeline_code

@@ -284,3 +284,25 @@ def test_estimate_without_transformers_rule_skips_the_same_layers(tiny_models, f
     monkeypatch.delattr(transformers.quantizers.base, "get_keys_to_not_convert")
     without = loading.estimate_memory(plan)
     assert (without.quantizable, without.per_mode) == (with_rule.quantizable, with_rule.per_mode)
+
+
+def test_a_t4_card_shows_float16_compute_and_why(tiny_models):
+    """What Colab's T4 shows on the card of `%llm_load --quant 4bit` (the lesson's GPU path): the
+    weights are loaded on this CPU under the T4's plan, which is the part that decides the line."""
+    pytest.importorskip("bitsandbytes")
+    from llm_magics.display.cards import ModelCard
+
+    t4 = Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4")
+    source = resolve_source(str(tiny_models["llama"]))
+    plan = plan_load(source, quantization="4bit", hardware=t4, device_map="cpu")
+    assert loading.compute_dtype_note(plan) == (
+        "compute dtype float16: CUDA compute capability 7.5 (< 8.0) has no bfloat16 units"
+    )
+    # No GPU here to ask for free memory: the T4's 15 GB are not what this test is about.
+    engine = loading.load_model(plan, check_memory=False)
+    try:
+        text = ModelCard(engine.describe())._repr_mimebundle_()["text/plain"]
+    finally:
+        engine.close()
+    assert "compute dtype float16: CUDA compute capability 7.5 (< 8.0) has no bfloat16 units" in text
+    assert "4bit nf4" in text

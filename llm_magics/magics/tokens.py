@@ -9,7 +9,9 @@ from IPython.core.magic import line_cell_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int
 
+from ..display.pipe import CodeBlock
 from ..engines.base import Chats, Engine, ExplainsLimits, ScoresTokens, Tokenizes
+from ..engines.transformers import TokenizerEngine
 from ..errors import InvalidOption, NotLoaded
 from ..prompts import has_chat_template
 from ._base import SessionMagics, parse, show
@@ -58,6 +60,9 @@ class TokenMagics(SessionMagics):
         "--no-interpolate", action="store_true", help="Keep {name} as written instead of substituting it."
     )
     @argument(
+        "--code", action="store_true", help="Also show the plain transformers code: text to ids and back."
+    )
+    @argument(
         "text",
         metavar="TEXT",
         nargs=argparse.REMAINDER,
@@ -83,6 +88,7 @@ class TokenMagics(SessionMagics):
             %tokens --probs Paris is the capital of France.
             %tokens --chat                 # the conversation, through the chat template
             %tokens --live                 # type and watch (needs ipywidgets)
+            %tokens --code Hello world     # and the AutoTokenizer code that gives the same ids
 
             %%tokens --max-tokens 500
             A longer text, {variable} substituted from your namespace.
@@ -100,6 +106,10 @@ class TokenMagics(SessionMagics):
             raise InvalidOption(f"--max-tokens must be at least 1, not {max_tokens}.")
         show_ids = self.tokens_show_ids if args.ids is None else args.ids
         engine = self._tokenizing(args.model)
+        if args.code and (args.chat or args.live or not isinstance(engine, TokenizerEngine)):
+            raise InvalidOption(
+                "--code shows the code for %tokens TEXT with a tokenizer loaded here; drop --chat/--live."
+            )
         if args.chat:
             if text or args.compare or args.probs or args.live:
                 raise InvalidOption(
@@ -122,6 +132,10 @@ class TokenMagics(SessionMagics):
                     "Nothing to tokenise: give TEXT after %tokens, or use %%tokens with the text in the cell."
                 )
             engines = [engine] + ([self._tokenizing(args.compare)] if args.compare else [])
+            if args.code:
+                from ..code import tokens_code
+
+                show(CodeBlock(tokens_code(engine.plan, text, fallback=engine.describe().source)))
             self._show_text(engines, text, show_ids, max_tokens, args.probs)
 
     def _tokenizing(self, name: str | None) -> Any:
