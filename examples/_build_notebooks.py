@@ -587,10 +587,16 @@ def open_llms_lesson() -> nbformat.NotebookNode:
 LOCAL_MODELS = ("smollm2-135m", "smollm2-135m-instruct")
 
 
+#: `%llm_pipe` tasks that, with no --model, run on the chat model loaded before them (the notebooks
+#: load one first), not on a default model from the hub.
+USES_LOADED_CHAT_MODEL = ("text-generation", "summarization", "translation", "question-answering")
+
+
 def needs_hub(source: str) -> bool:
     """Whether a cell's model must come from the Hugging Face hub: a `%llm_pipe` whose task uses its
-    default model (text-generation uses the model loaded before it), or a `--model` / `%llm_load`
-    that names a hub id rather than an alias, a `$variable` or a path."""
+    default model (text-generation and the tasks transformers removed use the chat model loaded
+    before them), or a `--model` / `%llm_load` that names a hub id rather than an alias, a
+    `$variable` or a path."""
     words = shlex.split(source.strip().splitlines()[0]) if source.strip() else []
     if not words or words[0].lstrip("%") not in ("llm_pipe", "llm_load"):
         return False
@@ -608,7 +614,8 @@ def needs_hub(source: str) -> bool:
             None,
         )
     else:
-        return words[1] != "text-generation"
+        task = words[1]
+        return task not in USES_LOADED_CHAT_MODEL and not task.startswith("translation_")
     return model is not None and model not in LOCAL_MODELS and not model.startswith(("$", ".", "/", "{"))
 
 
@@ -675,15 +682,43 @@ def pipelines() -> nbformat.NotebookNode:
             ),
             hub("%llm_pipe ner Ada Lovelace worked with Charles Babbage in London."),
             md(
+                "## 4. Summaries, translations, answers\n\n"
                 "transformers 5 removed the `summarization`, `translation` and `question-answering` "
-                "pipelines: a chat model does those tasks now. The bundled model answers a question "
-                "about a text:"
+                "pipelines, and its migration guide says to ask a chat model instead. `%llm_pipe` keeps "
+                "the three tasks and their output (`summary_text`, `translation_text`, `answer`): with no "
+                "`--model` they run on the chat model loaded above, one prompt per input through its chat "
+                "template. A 135M model is small, so expect rough answers; `--code` shows the prompt."
             ),
             code(
-                "%%llm_chat --max-new-tokens 24\n"
-                "Ada Lovelace worked with Charles Babbage in London. Where did Ada Lovelace work?"
+                "%llm_pipe summarization --max-new-tokens 40 --code Large language models are trained on huge "
+                "amounts of text to predict the next token. They can answer questions and write code, but "
+                "they also make mistakes and can state falsehoods with confidence."
             ),
-            md("## 4. Tidy up\n\nPipelines are in the registry with their task, and unload like any model."),
+            md("A translation names its languages the way `pipeline` did, `translation_en_to_fr`:"),
+            code("%llm_pipe translation_en_to_fr --max-new-tokens 20 I love learning about LLMs!"),
+            md(
+                "A question goes below the first line, in the cell: IPython reads a line that ends in `?` "
+                "as a request for help. A chat model's answer has no score; where it quotes the context, "
+                "the quote is highlighted."
+            ),
+            code(
+                '%%llm_pipe question-answering --max-new-tokens 16 --context "Ada Lovelace worked with '
+                'Charles Babbage in London."\n'
+                "Where did Ada Lovelace work?"
+            ),
+            md(
+                "The models the removed pipelines used still work, on a runtime with the hub: a seq2seq "
+                "model (T5, BART) gets its own task prefix and settings, an extractive model the best span "
+                "of the context, with a score:"
+            ),
+            hub("%llm_pipe translation_en_to_fr --model google-t5/t5-small I love learning about LLMs!"),
+            md("The extractive model the old pipeline picked by default (from the hub, once) marks its span:"),
+            hub(
+                '%%llm_pipe question-answering --model distilbert/distilbert-base-cased-distilled-squad '
+                '--context "Ada Lovelace worked with Charles Babbage in London."\n'
+                "Where did Ada Lovelace work?"
+            ),
+            md("## 5. Tidy up\n\nPipelines are in the registry with their task, and unload like any model."),
             code("%llm_list"),
             code("%llm_unload --all"),
         ]

@@ -24,6 +24,13 @@ def test_pipelines_notebook_runs_offline() -> None:
         "Once upon a time" in text and "pipeline('text-generation', model=model, tokenizer=tokenizer)" in text
     )
     assert "'generated_text'" in text  # _llm_pipe: the list of dicts the lesson prints
-    # The question a removed pipeline answered, answered by the chat model after the hub cells.
-    chat = next(cell for cell in notebooks.code_cells(nb) if cell.source.startswith("%%llm_chat"))
-    assert "new tokens" in notebooks.text_of(chat)
+    # The tasks transformers removed, on the bundled chat model, after the hub cells.
+    assert "'summary_text'" in text or "summary_text" in text
+    for task, key in (("summarization", "summary_text"), ("translation_en_to_fr", "translation_text")):
+        cell = next(c for c in notebooks.code_cells(nb) if c.source.startswith(f"%llm_pipe {task} --max"))
+        assert f"[{task} · smollm2-135m]" in notebooks.text_of(cell)
+    answer = next(
+        c for c in notebooks.code_cells(nb) if c.source.startswith("%%llm_pipe question-answering --max")
+    )
+    shown = notebooks.text_of(answer)
+    assert "Q: Where did Ada Lovelace work?" in shown and "[question-answering · smollm2-135m]" in shown
