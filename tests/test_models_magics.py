@@ -443,3 +443,13 @@ def test_unload_frees_once_the_named_holder_is_gone(shell, tiny_models):
     del shell.user_ns["test_cache"]
     gc.collect()
     assert alive() is None
+
+
+def test_unloading_several_models_names_them_and_their_footprint(shell, tiny_models):
+    shell.run_line_magic("llm_load", f"{tiny_models['llama']} --as one")
+    shell.run_line_magic("llm_load", f"{tiny_models['llama']} --as two")
+    _, captured = run(shell, "%llm_unload --all")
+    assert "Unloaded one, two:" in shown_text(captured) and "(their footprint:" in shown_text(captured)
+    shell.run_line_magic("llm_load", f"{tiny_models['llama']} --as three")
+    _, captured = run(shell, "%llm_unload three")
+    assert "(its footprint:" in shown_text(captured)

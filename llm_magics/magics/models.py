@@ -287,7 +287,8 @@ class ModelMagics(SessionMagics):
         show(
             Notice(
                 f"Unloaded {unloaded}: {format_bytes(measured)} of memory came back "
-                f"(its footprint: {format_bytes(report.freed_bytes)}).{after}",
+                f"({'their' if len(report.names) > 1 else 'its'} footprint: "
+                f"{format_bytes(report.freed_bytes)}).{after}",
                 "success",
             )
         )
