@@ -403,11 +403,12 @@ def test_live_sampling_on_a_server_repeats_with_the_seed(remote):
     def draws(seed: int) -> list[int]:
         session = next_token_session(remote, show=5, seed=seed)
         session.set_text(TEXT)
-        for _ in range(4):
-            session.append(Sampling(1.4), sample=True)
+        drawn = [session.append(Sampling(1.4), sample=True) for _ in range(4)]
         session.undo()
-        session.append(Sampling(1.4), sample=True)  # the fifth draw: seed + 4, not a repeat of the fourth
-        return list(session._appended)
+        # The fifth draw (seed + 4) replaces the fourth; the session's text holds the four kept.
+        drawn[-1] = session.append(Sampling(1.4), sample=True)
+        assert session.appended_text() == remote.tokenizer.decode(drawn)
+        return drawn
 
     first = draws(9)
     assert first == draws(9) and len(first) == 4
@@ -437,3 +438,15 @@ def test_llm_next_steps_on_a_remote_entry(loaded, local):
     assert result.success, captured.stderr
     steps = next_token_steps(local, TEXT, steps=3)
     assert "Text: " + visible(steps.steps[-1].text) in shown_text(captured)
+
+
+def test_llm_next_sampled_steps_on_a_remote_entry_repeat_with_the_seed(loaded, fake: FakeVllm):
+    line = f"%llm_next --steps 4 --sample --seed 21 --top-k 3 -t 1.4 {TEXT}"
+    result, first = run(loaded, line)
+    assert result.success, first.stderr
+    _, again = run(loaded, line)
+    assert shown_text(first) == shown_text(again)
+    text, page = shown_text(first), shown_html(first)
+    assert "seed 21" in text and "step i with seed 21 + i" in text and "p sampled is exact" in text
+    assert "<th>p sampled</th>" in page
+    assert [body["seed"] for body in _next_requests(fake)[-4:]] == [21, 22, 23, 24]
