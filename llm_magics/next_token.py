@@ -992,8 +992,10 @@ class ServerNextTokenSession:
         self.draws = 0
         self._ids: list[int] = []
         self._appended: list[int] = []
-        # One server answer per prefix: [0] for the text, [i] after i appended tokens.
+        # One server answer per prefix ([0] for the text, [i] after i appended tokens), and how
+        # many tokens each asked for (a server may list fewer).
         self._tops: list[TopLogprobs] = []
+        self._asked: list[int] = []
 
     def set_text(self, text: str) -> None:
         """Start again from `text` (appended tokens are dropped); raises and keeps the previous
@@ -1001,7 +1003,8 @@ class ServerNextTokenSession:
         ids, prompt = prompt_ids(self.engine.tokenizer, text, chat=self.chat)
         _check_context(self.engine, len(ids) + 1, "The text and the next token")
         top = _top(self.engine, ids, self.show)
-        self.text, self.prompt, self._ids, self._appended, self._tops = text, prompt, ids, [], [top]
+        self.text, self.prompt, self._ids, self._appended = text, prompt, ids, []
+        self._tops, self._asked = [top], [self.show]
 
     def append(self, sampling: Sampling, *, sample: bool) -> int:
         """Append the listed likeliest token, or one the server draws under `sampling`; its id."""
@@ -1024,6 +1027,7 @@ class ServerNextTokenSession:
         self.draws += int(draw)
         self._appended.append(chosen)
         self._tops.append(top)
+        self._asked.append(self.show)
         return chosen
 
     def undo(self) -> None:
@@ -1031,6 +1035,7 @@ class ServerNextTokenSession:
         if self._appended:
             self._appended.pop()
             self._tops.pop()
+            self._asked.pop()
 
     def appended_text(self) -> str:
         return _decode(self.engine.tokenizer, self._appended) if self._appended else ""
@@ -1041,10 +1046,10 @@ class ServerNextTokenSession:
         ids = self._ids + self._appended
         wanted = max(self.show, sampling.top_k)
         top = self._tops[-1]
-        if wanted > len(top.ids) and wanted > self.show:
+        if wanted > self._asked[-1]:
             # Top-k past the listed tokens: ask again, so what top-k keeps stays known.
             top = _top(self.engine, ids, wanted)
-            self._tops[-1] = top
+            self._tops[-1], self._asked[-1] = top, wanted
         return distribution_from_top(
             top,
             self.engine.tokenizer,
