@@ -7,8 +7,9 @@
 # It installs vLLM into its own environment (.venv-vllm), serves MODEL on 127.0.0.1, runs the
 # remote tests against it (tests/test_remote.py takes the endpoint from LLM_MAGICS_REMOTE_ENDPOINT;
 # its test_vllm_* tests include %llm_next's distribution, which assumes vLLM's default
-# --max-logprobs of 20), shows one %llm_next view from the server, and runs the streaming-overhead
-# benchmark, then stops the server.
+# --max-logprobs of 20), shows one %llm_next view from the server, checks that seeded --sample
+# steps and --live's sample button drawn by the server repeat with their seed, and runs the
+# streaming-overhead benchmark, then stops the server.
 set -euo pipefail
 
 MODEL="${1:-Qwen/Qwen2.5-0.5B-Instruct}"
@@ -54,6 +55,33 @@ result = shell.run_cell('%llm_next --top-k 5 --temperature 0.7 The capital of Fr
 assert result.success, result.error_in_exec
 result = shell.run_cell('%llm_next --steps 4 The capital of France is')
 assert result.success, result.error_in_exec
+result = shell.run_cell('%llm_next --steps 6 --sample --seed 3 --top-k 5 -t 1.2 Once upon a time')
+assert result.success, result.error_in_exec
+"
+# Seeded steps drawn by vLLM itself: the same seed must draw the same tokens (vLLM's per-request
+# seed), every drawn token must be within --top-k (listed, rank <= 5), and the live session's
+# sample button must repeat with its seed too. Nothing here has run on vLLM before this script.
+HF_HUB_OFFLINE=0 .venv/bin/python -c "
+import os
+from llm_magics.engines.remote import connect
+from llm_magics.next_token import Sampling, next_token_session, next_token_steps
+engine = connect(os.environ['LLM_MAGICS_REMOTE_ENDPOINT'], os.environ['LLM_MAGICS_REMOTE_MODEL'])
+text = 'Once upon a time'
+def run(seed):
+    return next_token_steps(engine, text, steps=8, sample=True, seed=seed, temperature=1.2, top_k=5)
+first, again = run(7), run(7)
+ids = [s.id for s in first.steps]
+assert ids == [s.id for s in again.steps], (ids, [s.id for s in again.steps])
+assert first.exact_sampling and all(s.rank is not None and s.rank <= 5 for s in first.steps), first.steps
+others = {tuple(s.id for s in run(seed).steps) for seed in range(4)}
+print('seeded steps repeat:', ids, '·', len(others), 'distinct runs for seeds 0-3')
+def draws(seed):
+    session = next_token_session(engine, show=5, seed=seed)
+    session.set_text(text)
+    return [session.append(Sampling(1.2, 5, 1.0), sample=True) for _ in range(4)]
+assert draws(5) == draws(5)
+print('live sample button repeats with its seed')
+engine.close()
 "
 HF_HUB_OFFLINE=0 .venv/bin/python -c "
 from benchmarks.bench_remote import streaming_overhead

@@ -26,7 +26,8 @@
         ├── ModelNotServed       the server does not serve MODEL (the message lists what it does)
         ├── ContextTooLong       the server says the prompt and reply do not fit its context
         ├── ServerRejected       any other refusal (4xx/5xx, an error sent mid-stream)
-        │   └── LogprobsRefused  more log-probabilities asked for than the server gives (vLLM's --max-logprobs)
+        │   ├── LogprobsRefused  more log-probabilities asked for than the server gives (vLLM's --max-logprobs)
+        │   └── SamplingRefused  the server will not draw the next token as asked (--sample, --live's sample)
         ├── ServerDisconnected   the connection dropped before a reply arrived
         └── NotOpenAICompatible  the answer is not JSON, or not shaped like OpenAI's API
 
@@ -166,6 +167,12 @@ class ServerRejected(RemoteError):
 class LogprobsRefused(ServerRejected):
     """Raised when the server refuses the number of log-probabilities `%llm_next` asked for (vLLM
     answers 400 above its `--max-logprobs`, 20 unless started with more); nothing changed."""
+
+
+class SamplingRefused(ServerRejected):
+    """Raised when the server answers 400 to the one-token request that lets it draw the next token
+    (`%llm_next --steps N --sample`, `--live`'s sample button): its sampling fields, its seed or the
+    log-probabilities asked beside them; the message quotes the server, and nothing changed."""
 
 
 class ServerDisconnected(RemoteError):

@@ -17,6 +17,11 @@ temperature and the cuts are applied within the K listed tokens as if the rest d
 and marked approximate (≈); the tempered column at T ≠ 1 always is. The entropy is a lower
 bound. A note on the view says which case it is.
 
+Sampling on a server is the server's own (`SamplesNext`): it draws the token with temperature,
+top-k, top-p and a seed of ours, and lists its top K beside it in the same answer. The same seed
+draws the same tokens; the token it drew is among what top-k and top-p allow by construction, and
+the view's `p sampled` for it is exact exactly where the view's sampled column is.
+
 Nothing is kept between calls: each result holds a few dozen numbers and strings, never a tensor.
 torch is imported only inside the functions that compute.
 """
@@ -37,6 +42,8 @@ from .engines.base import (
     ExplainsLimits,
     PredictsNext,
     PredictsTopNext,
+    SampledNext,
+    SamplesNext,
     Tokenizes,
     TopLogprobs,
 )
@@ -194,6 +201,9 @@ class Step:
 
     `piece` is the text the step completes: "" while a character's bytes are still arriving, then
     the whole character on the step that finishes it (`piece_ids` holds all its tokens' ids).
+
+    From a server that drew the token: `rank` is None when the token is not among the `known`
+    likeliest it listed; `sampled` is NaN where the listed tokens do not tell it.
     """
 
     index: int
@@ -203,10 +213,11 @@ class Step:
     piece_ids: tuple[int, ...]
     probability: float
     sampled: float
-    rank: int
+    rank: int | None
     runners_up: tuple[Candidate, ...]
     text: str
     special: bool = False
+    known: int | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +236,8 @@ class Steps:
     end: StepsEnd
     requested: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: False when a server drew the tokens and `p sampled` is computed within its listed tokens.
+    exact_sampling: bool = True
 
 
 # --------------------------------------------------------------------------- engine and prompt
@@ -711,6 +724,10 @@ def next_token_steps(
     `generate(do_sample=False)`), or with `sample` drawn from the tempered, cut distribution with
     a generator seeded by `seed` (the same seed gives the same tokens). Stops early at the
     tokenizer's end-of-sequence token.
+
+    On a server that samples (`SamplesNext`) the server draws each token, step i (from 0) with
+    the seed `seed + i`: a seed per request is what vLLM takes, and the same `seed` draws the same
+    tokens again.
     """
     import torch
 
@@ -724,17 +741,20 @@ def next_token_steps(
         raise InvalidOption("--seed only matters with --sample (greedy steps need no seed).")
     engine = require_engine(engine)
     partial = _partial(engine)
-    if partial and sample:
+    server_draws = partial and sample and not sampling.greedy
+    if server_draws and not isinstance(engine, SamplesNext):
         raise NotSupported(
             f"--sample draws from the whole distribution, and {engine.name}'s server lists only its "
-            "likeliest tokens: drop --sample for greedy steps, or let the server sample with "
-            "%%llm_complete --temperature T --seed S."
+            "likeliest tokens and draws none for us: drop --sample for greedy steps, or let the server "
+            "sample with %%llm_complete --temperature T --seed S."
         )
     tokenizer = engine.tokenizer
     ids, prompt = prompt_ids(tokenizer, text, chat=chat)
     _check_context(engine, len(ids) + steps, f"The text and {steps} steps")
     notes = list(_chat_notes(engine, chat))
-    if partial:
+    # Enough listed tokens for the runners-up, and for top-k: then the drawn token is listed.
+    listed = max(runners_up + 1, sampling.top_k if server_draws else 0, 1)
+    if partial and not server_draws:
         notes.append(
             f"From the server's top {runners_up + 1} log-probabilities at each step: the probabilities "
             "and ranks are exact, greedy needs nothing more."
@@ -751,14 +771,33 @@ def next_token_steps(
     shown_text = ""
     pending: list[int] = []
     end = StepsEnd.STEPS
+    hows: set[PartialSampling] = set()
     for index in range(steps):
-        if partial:
+        rank: int | None
+        known: int | None = None
+        if server_draws:
+            assert seed is not None
+            drawn = _draw(engine, ids + generated, listed, sampling, (seed + index) % 2**63)
+            chosen, top = drawn.id, drawn.top
+            top_warped, how = _warp_top(top, sampling)
+            hows.add(how)
+            probability, known = math.exp(drawn.logprob), len(top.ids)
+            if chosen in top.ids:
+                position = top.ids.index(chosen)
+                rank, sampled = position + 1, float(top_warped.sampled[position])
+            else:
+                # Below the listed: at T = 1 without cuts it is drawn with its own probability;
+                # otherwise its share is not told by the listed tokens.
+                rank, sampled = None, probability if how is PartialSampling.PLAIN else math.nan
+            others_at = [i for i, token_id in enumerate(top.ids) if token_id != chosen][:runners_up]
+            runner_candidates = _top_candidates(tokenizer, top, top_warped, others_at)
+        elif partial:
             # Greedy: the server's likeliest is the argmax (its list is sorted, ties by id).
             top = _top(engine, ids + generated, runners_up + 1)
             top_warped, _ = _warp_top(top, sampling)
             chosen = top.ids[0]
             probability, sampled, rank = math.exp(top.logprobs[0]), float(top_warped.sampled[0]), 1
-            others_at = range(1, min(len(top.ids), runners_up + 1))
+            others_at = list(range(1, min(len(top.ids), runners_up + 1)))
             runner_candidates = _top_candidates(tokenizer, top, top_warped, others_at)
         else:
             logits = _logits(engine, ids + generated)
@@ -797,11 +836,15 @@ def next_token_steps(
                 runners_up=tuple(runner_candidates),
                 text=shown_text,
                 special=special,
+                known=known,
             )
         )
         if eos is not None and chosen == eos:
             end = StepsEnd.END_OF_TEXT
             break
+    exact = all(how.exact for how in hows)
+    if server_draws:
+        notes.append(_drawn_note(listed, sampling, seed, exact))
     return Steps(
         name=engine.name,
         text=text,
@@ -815,6 +858,34 @@ def next_token_steps(
         end=end,
         requested=steps,
         notes=tuple(notes),
+        exact_sampling=exact,
+    )
+
+
+def _draw(engine: Any, ids: Sequence[int], k: int, sampling: Sampling, seed: int) -> SampledNext:
+    drawn = engine.sample_next(
+        list(ids),
+        k,
+        temperature=sampling.temperature,
+        top_k=sampling.top_k,
+        top_p=sampling.top_p,
+        seed=seed,
+    )
+    if not drawn.top.ids:
+        raise TypeError("sample_next must list at least one token")
+    return drawn
+
+
+def _drawn_note(k: int, sampling: Sampling, seed: int | None, exact: bool) -> str:
+    note = (
+        f"The server drew each token ({sampling.describe()}; step i with seed {seed} + i, so the same "
+        f"--seed draws the same tokens); probabilities and ranks are from its top {k} log-probabilities."
+    )
+    if exact:
+        return note + " The listed tokens tell what sampling does here, so p sampled is exact."
+    return note + (
+        " p sampled is ≈: computed within the listed tokens as if the rest did not exist "
+        "(top-k, or top-p at temperature 1, makes it exact)."
     )
 
 
@@ -829,10 +900,7 @@ class NextTokenSession:
 
         self.engine = require_engine(engine)
         if _partial(self.engine):
-            raise NotSupported(
-                f"--live redraws the whole distribution at each slider move, and {self.engine.name}'s "
-                "server lists only its likeliest tokens: drop --live (the view says what it knows)."
-            )
+            raise TypeError("a server lists only its top K: next_token_session() gives its session")
         self.chat = chat
         self.show = show
         self.text = ""
@@ -899,6 +967,116 @@ class NextTokenSession:
             raise InvalidOption("Type some text first: the model needs something to continue.")
 
 
+class ServerNextTokenSession:
+    """`%llm_next --live` on a server that lists its top K (`PredictsTopNext`): the same buttons as
+    `NextTokenSession`, the view `distribution_from_top` draws (≈ where the K do not tell).
+
+    One request per change of the ids, asking for `max(show, top-k)` tokens; a slider move reuses
+    that answer unless top-k asks for more listed tokens than it has. "greedy" appends the listed
+    likeliest; "sample" lets the server draw (`SamplesNext`), the n-th draw of the session with the
+    seed `seed + n`, so the same seed and the same clicks draw the same tokens. "undo" goes back to
+    the previous answer without a request. Everything runs in the caller's thread.
+    """
+
+    def __init__(self, engine: Any, *, chat: bool = False, show: int = 10, seed: int | None = None) -> None:
+        import torch
+
+        self.engine = require_engine(engine)
+        if not _partial(self.engine):
+            raise TypeError("an engine with the whole distribution takes NextTokenSession")
+        self.chat = chat
+        self.show = show
+        self.text = ""
+        self.prompt = ""
+        self.seed = seed if seed is not None else int(torch.seed() % 2**63)
+        self.draws = 0
+        self._ids: list[int] = []
+        self._appended: list[int] = []
+        # One server answer per prefix ([0] for the text, [i] after i appended tokens), and how
+        # many tokens each asked for (a server may list fewer).
+        self._tops: list[TopLogprobs] = []
+        self._asked: list[int] = []
+
+    def set_text(self, text: str) -> None:
+        """Start again from `text` (appended tokens are dropped); raises and keeps the previous
+        state when the text cannot be encoded or the server refuses."""
+        ids, prompt = prompt_ids(self.engine.tokenizer, text, chat=self.chat)
+        _check_context(self.engine, len(ids) + 1, "The text and the next token")
+        top = _top(self.engine, ids, self.show)
+        self.text, self.prompt, self._ids, self._appended = text, prompt, ids, []
+        self._tops, self._asked = [top], [self.show]
+
+    def append(self, sampling: Sampling, *, sample: bool) -> int:
+        """Append the listed likeliest token, or one the server draws under `sampling`; its id."""
+        sampling.validate()
+        self._require_text()
+        ids = self._ids + self._appended
+        _check_context(self.engine, len(ids) + 2, "One more token")
+        draw = sample and not sampling.greedy
+        if draw and not isinstance(self.engine, SamplesNext):
+            raise NotSupported(
+                f"{self.engine.name}'s server lists its likeliest tokens but draws none for us: "
+                "use greedy, or load the model here with %llm_load."
+            )
+        if draw:
+            listed = max(self.show, sampling.top_k, 1)
+            chosen = _draw(self.engine, ids, listed, sampling, (self.seed + self.draws) % 2**63).id
+        else:
+            chosen = self._tops[-1].ids[0]
+        top = _top(self.engine, [*ids, chosen], self.show)
+        self.draws += int(draw)
+        self._appended.append(chosen)
+        self._tops.append(top)
+        self._asked.append(self.show)
+        return chosen
+
+    def undo(self) -> None:
+        """Remove the last appended token (nothing to undo is not an error)."""
+        if self._appended:
+            self._appended.pop()
+            self._tops.pop()
+            self._asked.pop()
+
+    def appended_text(self) -> str:
+        return _decode(self.engine.tokenizer, self._appended) if self._appended else ""
+
+    def distribution(self, sampling: Sampling) -> NextToken:
+        sampling.validate()
+        self._require_text()
+        ids = self._ids + self._appended
+        wanted = max(self.show, sampling.top_k)
+        top = self._tops[-1]
+        if wanted > self._asked[-1]:
+            # Top-k past the listed tokens: ask again, so what top-k keeps stays known.
+            top = _top(self.engine, ids, wanted)
+            self._tops[-1], self._asked[-1] = top, wanted
+        return distribution_from_top(
+            top,
+            self.engine.tokenizer,
+            sampling,
+            name=self.engine.name,
+            text=self.text,
+            prompt=_decode(self.engine.tokenizer, ids) if self._appended else self.prompt,
+            prompt_tokens=len(ids),
+            chat=self.chat,
+            show=self.show,
+        )
+
+    def _require_text(self) -> None:
+        if not self._tops:
+            raise InvalidOption("Type some text first: the model needs something to continue.")
+
+
+def next_token_session(
+    engine: Any, *, chat: bool = False, show: int = 10, seed: int | None = None
+) -> NextTokenSession | ServerNextTokenSession:
+    """The state behind `%llm_next --live` for `engine`: the whole distribution in-process, or a
+    server's top K."""
+    engine = require_engine(engine)
+    kind = ServerNextTokenSession if _partial(engine) else NextTokenSession
+    return kind(engine, chat=chat, show=show, seed=seed)
+
+
 __all__ = [
     "MAX_SHOW",
     "MAX_STEPS",
@@ -907,6 +1085,7 @@ __all__ = [
     "NextToken",
     "NextTokenSession",
     "PartialSampling",
+    "ServerNextTokenSession",
     "Sampling",
     "Step",
     "Steps",
@@ -916,6 +1095,7 @@ __all__ = [
     "entropy_lower_bound",
     "entropy_bits",
     "next_token_distribution",
+    "next_token_session",
     "next_token_steps",
     "prompt_ids",
     "require_engine",

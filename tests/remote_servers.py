@@ -17,6 +17,12 @@ The fake follows vLLM's documented request and response fields, no more:
   `return_tokens_as_token_ids` is set (else by decoded text, as vLLM does, so equal texts
   collide), REAL log-probabilities from `lm`, a causal LM run here on the prompt ids; above
   `max_logprobs` (vLLM's `--max-logprobs`, 20 by default) a 400 error, as vLLM's request check gives.
+  With `temperature` > 0 the token is DRAWN as vLLM's sampler does: the model's logits through
+  temperature, then top-k (vLLM's extra field; 0 or -1 for none), then top-p (transformers' own
+  warpers here), drawn with a generator of the request's own seeded with `seed` (vLLM's
+  per-request seed: the same seed and prompt draw the same token; none: an unseeded draw). The
+  log-probabilities stay raw (before temperature and cuts, vLLM's `raw_logprobs`), and the drawn
+  token is listed beside the top K when it is not among them, its own in `token_logprobs[0]`.
 - Streams: `data: {chunk}` events, the usage in a last chunk with `choices: []`
   (`stream_options.include_usage`), then `data: [DONE]`; errors as `{"object": "error", "message",
   "type", "code"}` (vLLM's `ErrorResponse`).
@@ -314,17 +320,19 @@ class FakeVllm:
         ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
         with torch.no_grad():
             logits = self.lm(torch.tensor([ids])).logits[0, -1].float()
-        values, indices = torch.topk(logits.log_softmax(dim=-1), k)
+        logprobs_all = logits.log_softmax(dim=-1)
+        values, indices = torch.topk(logprobs_all, k)
         as_ids = bool(body.get("return_tokens_as_token_ids"))
 
         def key(token_id: int) -> str:
             return f"token_id:{token_id}" if as_ids else str(self.tokenizer.decode([token_id]))
 
         top = {key(int(i)): float(v) for i, v in zip(indices, values, strict=True)}
-        chosen = int(indices[0])
+        chosen = self.draw(logits, body) if float(body.get("temperature", 1.0)) > 0 else int(indices[0])
+        top.setdefault(key(chosen), float(logprobs_all[chosen]))
         logprobs = {
             "text_offset": [0],
-            "token_logprobs": [float(values[0])],
+            "token_logprobs": [float(logprobs_all[chosen])],
             "tokens": [key(chosen)],
             "top_logprobs": [top],
         }
@@ -337,6 +345,33 @@ class FakeVllm:
         usage = {"prompt_tokens": len(ids), "completion_tokens": 1, "total_tokens": len(ids) + 1}
         answer = {"id": "cmpl-2", "object": "text_completion", "created": 0, "model": self.model}
         self.send_json(request, 200, answer | {"choices": [choice], "usage": usage})
+
+    @staticmethod
+    def draw(logits: Any, body: dict[str, Any]) -> int:
+        """One token drawn as vLLM's sampler does (temperature, top-k, top-p, then a draw with the
+        request's own generator, seeded by its `seed`)."""
+        import torch
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        scores = logits.unsqueeze(0)
+        none = torch.zeros((1, 1), dtype=torch.long)
+        scores = TemperatureLogitsWarper(float(body["temperature"]))(none, scores)
+        top_k = int(body.get("top_k") or 0)
+        if top_k > 0:
+            scores = TopKLogitsWarper(top_k)(none, scores)
+        top_p = float(body.get("top_p", 1.0))
+        if top_p < 1.0:
+            scores = TopPLogitsWarper(top_p)(none, scores)
+        generator = torch.Generator()
+        if body.get("seed") is not None:
+            generator.manual_seed(int(body["seed"]))
+        else:
+            generator.seed()
+        return int(torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[0, 0])
 
     def stream(self, request: BaseHTTPRequestHandler, body: dict[str, Any], *, chat: bool) -> None:
         self.writes.clear()

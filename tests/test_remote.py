@@ -567,6 +567,22 @@ def test_vllm_next_token_distribution(vllm_engine: RemoteEngine):
     assert steps.steps[-1].text == reply.text
 
 
+def test_vllm_seeded_steps_are_drawn_by_the_server_and_repeat(vllm_engine: RemoteEngine):
+    """--sample on vLLM: the server draws with a seed per step, so the same seed draws the same
+    tokens, and top-k keeps every drawn token among the listed (rank <= k, p sampled exact)."""
+    from llm_magics.next_token import next_token_steps
+
+    def run(seed: int):
+        return next_token_steps(
+            vllm_engine, "Once upon a time", steps=8, sample=True, seed=seed, temperature=1.2, top_k=5
+        )
+
+    first = run(7)
+    assert [s.id for s in first.steps] == [s.id for s in run(7).steps]
+    assert first.exact_sampling and all(s.rank is not None and s.rank <= 5 for s in first.steps)
+    assert all(0 < s.sampled <= 1 for s in first.steps)
+
+
 def test_vllm_llm_next_magic_shows_a_distribution(vllm_engine: RemoteEngine, shell):
     from tests.helpers import run, shown_text
 

@@ -5,21 +5,25 @@ so each remote distribution is compared with the same model's own forward pass h
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 
-from llm_magics.display.next_token import NextTokenView
+from llm_magics.display.next_token import NextTokenExplorer, NextTokenView, StepsView
 from llm_magics.display.tokens import visible
-from llm_magics.engines.base import PredictsTopNext, TopLogprobs
+from llm_magics.engines.base import PredictsTopNext, SamplesNext, TopLogprobs
 from llm_magics.engines.remote import ScoringRemoteEngine, TokenizingRemoteEngine, connect
-from llm_magics.errors import LogprobsRefused, NotSupported
+from llm_magics.errors import LogprobsRefused, NotSupported, SamplingRefused
 from llm_magics.next_token import (
     PartialSampling,
     Sampling,
+    ServerNextTokenSession,
     distribution_from_logits,
     distribution_from_top,
     next_token_distribution,
+    next_token_session,
     next_token_steps,
+    warp,
 )
 from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 from tests.remote_servers import FakeVllm
@@ -136,10 +140,99 @@ def test_greedy_steps_equal_the_local_greedy_steps(remote, local):
     assert any("top 4 log-probabilities" in note for note in mine.notes)
 
 
-def test_sampled_steps_are_refused_in_one_line(remote, fake: FakeVllm):
+def _allowed(local, ids, sampling: Sampling) -> set[int]:
+    """The tokens `generate(do_sample=True)` could pick after `ids`, from the whole distribution."""
+    warped = warp(local.next_token_logits(ids).float(), sampling)
+    return {int(i) for i in (warped.sampled > 0).nonzero().flatten()}
+
+
+@pytest.mark.parametrize(
+    ("options", "how"),
+    [
+        (dict(temperature=1.3, top_k=3), PartialSampling.TOP_K),
+        # The tiny model's distribution is flat: top-p keeps far more than the 4 listed, so tokens
+        # are drawn from below the list (rank unknown) and p sampled is marked ≈.
+        (dict(temperature=1.0, top_p=0.6), PartialSampling.TOP_P_KEEPS_REST),
+    ],
+)
+def test_seeded_steps_are_drawn_by_the_server_and_repeat(remote, local, fake: FakeVllm, options, how):
+    first = next_token_steps(remote, TEXT, steps=6, sample=True, seed=11, **options)
+    again = next_token_steps(remote, TEXT, steps=6, sample=True, seed=11, **options)
+    assert [s.id for s in first.steps] == [s.id for s in again.steps], "the same seed draws the same tokens"
+    assert first.seed == 11 and first.sample and len(first.steps) == 6
+    sampling = Sampling(**{"temperature": 1.0, **options})
+    ids = local.tokenizer(TEXT)["input_ids"]
+    requests = _next_requests(fake)[: len(first.steps)]
+    for index, (step, request) in enumerate(zip(first.steps, requests, strict=True)):
+        # The server drew it: one request per step, with the sampling and the seed of that step.
+        assert request["seed"] == 11 + index and request["temperature"] == sampling.temperature
+        assert request["top_p"] == sampling.top_p and request["top_k"] == (sampling.top_k or -1)
+        assert request["prompt"] == ids + [s.id for s in first.steps[:index]]
+        # What the server drew is among what top-k / top-p allow over the whole vocabulary.
+        assert step.id in _allowed(local, request["prompt"], sampling)
+        probs = local.next_token_logits(request["prompt"]).float().softmax(dim=-1)
+        assert step.probability == pytest.approx(float(probs[step.id]), rel=1e-4, abs=1e-7)
+        assert step.known == 4 and (step.rank is None or step.rank <= 4)
+        if step.rank is None:
+            assert math.isnan(step.sampled) and not first.exact_sampling
+    if how is PartialSampling.TOP_K:
+        # Top-k keeps only listed tokens: p sampled is the in-process value, exactly.
+        assert first.exact_sampling and all(s.rank is not None and s.rank <= 3 for s in first.steps)
+        for step, request in zip(first.steps, requests, strict=True):
+            whole = warp(local.next_token_logits(request["prompt"]).float(), sampling).sampled
+            assert step.sampled == pytest.approx(float(whole[step.id]), rel=1e-4, abs=1e-7)
+    if how is PartialSampling.TOP_P_KEEPS_REST:
+        below = [s for s in first.steps if s.rank is None]
+        assert not first.exact_sampling and "≈ p sampled" in StepsView(first).html()
+        assert not below or "rank >4" in StepsView(first).text()
+    assert any("step i with seed 11 + i" in note for note in first.notes)
+    text = StepsView(first).text()
+    assert "seed 11" in text and "Text: " + visible(first.steps[-1].text) in text
+
+
+def test_a_seed_the_server_draws_with_changes_the_tokens(remote):
+    runs = {
+        tuple(
+            s.id
+            for s in next_token_steps(remote, TEXT, steps=6, sample=True, seed=seed, temperature=1.5).steps
+        )
+        for seed in range(4)
+    }
+    assert len(runs) > 1, "four seeds at T = 1.5 all drew the same six tokens"
+
+
+def test_without_top_k_a_drawn_step_is_marked_approximate(remote, local):
+    steps = next_token_steps(remote, TEXT, steps=3, sample=True, seed=2, temperature=0.8, top_p=0.9)
+    assert not steps.exact_sampling
+    assert any("p sampled is ≈" in note for note in steps.notes)
+    assert "≈ p sampled" in StepsView(steps).html()
+
+
+def test_sampled_steps_on_a_server_that_draws_nothing_are_one_line(remote, fake: FakeVllm):
+    class ListsOnly:
+        """A server engine that lists its top K but cannot draw (PredictsTopNext, not SamplesNext)."""
+
+        def __init__(self, engine: ScoringRemoteEngine) -> None:
+            self.name, self.tokenizer, self.engine = engine.name, engine.tokenizer, engine
+
+        def next_token_top(self, ids, k):
+            return self.engine.next_token_top(ids, k)
+
+        def context_window(self):
+            return self.engine.context_window()
+
+    lists_only = ListsOnly(remote)
+    assert isinstance(lists_only, PredictsTopNext) and not isinstance(lists_only, SamplesNext)
     with pytest.raises(NotSupported, match="drop --sample"):
-        next_token_steps(remote, TEXT, steps=3, sample=True, seed=0)
+        next_token_steps(lists_only, TEXT, steps=3, sample=True, seed=0)
     assert not _next_requests(fake)
+
+
+def test_a_refused_sampling_request_is_one_named_error(remote, fake: FakeVllm):
+    fake.max_logprobs = 2
+    with pytest.raises(SamplingRefused, match="seed 5") as caught:
+        next_token_steps(remote, TEXT, steps=2, sample=True, seed=5, top_k=3)
+    assert "greater than max allowed: 2" in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_over_the_server_cap_is_one_error(remote, fake: FakeVllm):
@@ -260,9 +353,84 @@ def test_llm_next_over_the_cap_is_one_line_and_changes_nothing(loaded, flags):
     assert list(magics(loaded).registry) == before_names and set(loaded.user_ns) == before_ns
 
 
-def test_llm_next_live_on_a_remote_entry_is_one_line(loaded):
-    result, captured = run(loaded, f"%llm_next --live {TEXT}")
-    assert_one_line_error(result, captured, "NotSupported", "drop --live")
+def test_llm_next_live_on_a_remote_entry_explores_without_threads(loaded, local, fake: FakeVllm, monkeypatch):
+    from llm_magics.magics import next_token as magic_module
+
+    threads = threading.active_count()
+    result, captured = run(loaded, f"%llm_next --live --show 5 {TEXT}")
+    assert result.success, captured.stderr
+    (output,) = captured.outputs
+    assert "application/vnd.jupyter.widget-view+json" in output.data
+    assert "listed only its 5 likeliest tokens" in output.data["text/plain"]
+
+    shown: list[object] = []
+    monkeypatch.setattr(magic_module, "show", shown.append)
+    loaded.run_line_magic("llm_next", f"--live --seed 3 --show 5 {TEXT}")
+    (explorer,) = shown
+    assert isinstance(explorer, NextTokenExplorer)
+    asked = len(_next_requests(fake))
+    explorer.temperature.value = 0.5
+    assert "≈ p at T = 0.5" in explorer.output.value and "≈ sampled" in explorer.output.value
+    explorer.top_k.value = 3
+    assert "the sampled column is exact" in explorer.output.value
+    assert explorer.output.value.count('<tr class="cut"') == 2
+    assert len(_next_requests(fake)) == asked, "sliders within the listed tokens reuse the answer"
+    explorer.top_k.value = 8  # more than the 5 listed: asked again, so what top-k keeps is known
+    assert len(_next_requests(fake)) == asked + 1 and "listed only its 8 likeliest" in explorer.output.value
+    explorer.top_k.value = 3
+
+    ids = local.tokenizer(TEXT)["input_ids"]
+    greedy = int(local.next_token_logits(ids).argmax())
+    explorer.greedy_button.click()
+    assert explorer.status.value and explorer.model.appended_text() == local.tokenizer.decode([greedy])
+    explorer.sample_button.click()
+    drawn = _next_requests(fake)[-2]
+    assert drawn["seed"] == 3 and drawn["top_k"] == 3 and drawn["temperature"] == 0.5
+    assert drawn["prompt"] == [*ids, greedy]
+    sampled = explorer.model._appended[-1]
+    assert sampled in _allowed(local, [*ids, greedy], Sampling(0.5, 3, 1.0))
+    explorer.undo_button.click()
+    explorer.undo_button.click()
+    assert explorer.status.value == ""
+    explorer.textarea.value = ""
+    assert "Nothing to continue" in explorer.status.value
+    explorer.textarea.value = "New text"
+    assert explorer.view is not None and "New·text▌" in explorer.view.text() and explorer.status.value == ""
+    assert threading.active_count() == threads
+
+
+def test_live_sampling_on_a_server_repeats_with_the_seed(remote):
+    def draws(seed: int) -> list[int]:
+        session = next_token_session(remote, show=5, seed=seed)
+        session.set_text(TEXT)
+        drawn = [session.append(Sampling(1.4), sample=True) for _ in range(4)]
+        session.undo()
+        # The fifth draw (seed + 4) replaces the fourth; the session's text holds the four kept.
+        drawn[-1] = session.append(Sampling(1.4), sample=True)
+        assert session.appended_text() == remote.tokenizer.decode(drawn)
+        return drawn
+
+    first = draws(9)
+    assert first == draws(9) and len(first) == 4
+    session = next_token_session(remote, show=5, seed=9)
+    assert isinstance(session, ServerNextTokenSession)
+    session.set_text(TEXT)
+    dist = session.distribution(Sampling())
+    assert dist.partial and dist.known == 5 and dist.prompt_tokens == len(remote.tokenizer(TEXT)["input_ids"])
+
+
+@pytest.mark.parametrize("flags", ["--live", "--steps 2 --sample --seed 1"])
+def test_a_server_without_log_probabilities_refuses_live_and_sample_in_one_line(
+    shell, smollm_tokenizer, flags
+):
+    other = FakeVllm(smollm_tokenizer, max_model_len=2048, owned_by="someone").start()
+    try:
+        result, captured = run(shell, f"%llm_load --endpoint {other.url} --as plain")
+        assert result.success, captured.stderr
+        result, captured = run(shell, f"%llm_next {flags} {TEXT}")
+        assert_one_line_error(result, captured, "NotSupported", "runs on a server that gives none")
+    finally:
+        other.stop()
 
 
 def test_llm_next_steps_on_a_remote_entry(loaded, local):
@@ -270,3 +438,15 @@ def test_llm_next_steps_on_a_remote_entry(loaded, local):
     assert result.success, captured.stderr
     steps = next_token_steps(local, TEXT, steps=3)
     assert "Text: " + visible(steps.steps[-1].text) in shown_text(captured)
+
+
+def test_llm_next_sampled_steps_on_a_remote_entry_repeat_with_the_seed(loaded, fake: FakeVllm):
+    line = f"%llm_next --steps 4 --sample --seed 21 --top-k 3 -t 1.4 {TEXT}"
+    result, first = run(loaded, line)
+    assert result.success, first.stderr
+    _, again = run(loaded, line)
+    assert shown_text(first) == shown_text(again)
+    text, page = shown_text(first), shown_html(first)
+    assert "seed 21" in text and "step i with seed 21 + i" in text and "p sampled is exact" in text
+    assert "<th>p sampled</th>" in page
+    assert [body["seed"] for body in _next_requests(fake)[-4:]] == [21, 22, 23, 24]

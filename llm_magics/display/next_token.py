@@ -10,6 +10,7 @@ ipywidgets is imported only by `NextTokenExplorer`.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +60,15 @@ def _pct(p: float) -> str:
     if p < 0.0001:
         return "<0.01%"
     return f"{p:.1%}" if p >= 0.001 else f"{p:.2%}"
+
+
+def _sampled_pct(p: float) -> str:
+    """A step's `p sampled`; NaN where a server's listed tokens do not tell it."""
+    return "?" if math.isnan(p) else _pct(p)
+
+
+def _step_rank(step: Step) -> str:
+    return str(step.rank) if step.rank is not None else f">{step.known}"
 
 
 def _bytes_label(data: bytes) -> str:
@@ -328,7 +338,7 @@ class StepsView:
         parts.append(_prompt_html(r.prompt))
         parts.append('<table class="nt"><tr><th>step</th><th>token</th><th>p at T = 1</th><th>rank</th>')
         if sampled:
-            parts.append("<th>p sampled</th>")
+            parts.append(f"<th>{'' if r.exact_sampling else '≈ '}p sampled</th>")
         parts.append("<th>runners-up (T = 1)</th><th>text so far</th></tr>")
         previous = ""
         for step in r.steps:
@@ -341,10 +351,10 @@ class StepsView:
             previous = step.text
             parts.append(
                 f'<tr title="{title}"><td class="num">{step.index}</td><td class="tok">{_step_token_html(step)}</td>'
-                f'<td class="num">{_pct(step.probability)}</td><td class="num">{step.rank}</td>'
+                f'<td class="num">{_pct(step.probability)}</td><td class="num">{_step_rank(step)}</td>'
             )
             if sampled:
-                parts.append(f'<td class="num">{_pct(step.sampled)}</td>')
+                parts.append(f'<td class="num">{_sampled_pct(step.sampled)}</td>')
             parts.append(f'<td class="alt">{_runners(step, True)}</td><td class="grow">{grow}</td></tr>')
         parts.append("</table>")
         for line in self._summary():
@@ -360,9 +370,9 @@ class StepsView:
             _prompt_text(r.prompt),
         ]
         for step in r.steps:
-            p = f"{_pct(step.probability):>7}" + (f" {_pct(step.sampled):>7}" if sampled else "")
+            p = f"{_pct(step.probability):>7}" + (f" {_sampled_pct(step.sampled):>7}" if sampled else "")
             lines.append(
-                f"{step.index:>4}  {_step_token_text(step)[:16]:<16} {p}  rank {step.rank:<5} "
+                f"{step.index:>4}  {_step_token_text(step)[:16]:<16} {p}  rank {_step_rank(step):<5} "
                 f"{_runners(step, False)}"
             )
         lines.append("Text: " + visible(r.steps[-1].text if r.steps else ""))

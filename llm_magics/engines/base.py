@@ -12,6 +12,7 @@ with `isinstance(engine, Chats)`, never by its kind or a `None` model.
     ├── ScoresTokens  each token's probability given the ones before it (`%tokens --probs`)
     ├── PredictsNext  the next token's distribution after some text (`%llm_next`)
     ├── PredictsTopNext  only the K likeliest next tokens (a server's log-probabilities)
+    ├── SamplesNext   one next token drawn by the engine itself, seeded, with the top K beside it
     ├── ExplainsLimits  one line on why a capability is missing, and what would give it
     └── HoldsModel    an in-process `(model, tokenizer)` pair, for `llm_magics.get_model()`
 
@@ -319,6 +320,30 @@ class PredictsTopNext(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SampledNext:
+    """One next token the engine drew (`SamplesNext`): its id and raw log-probability at
+    temperature 1, and the K likeliest tokens of the same position (`top`), which need not
+    include it: a token drawn from outside the top K is named only here."""
+
+    id: int
+    logprob: float
+    top: TopLogprobs
+
+
+@runtime_checkable
+class SamplesNext(Protocol):
+    """Engines that draw the next token themselves, with temperature, top-k, top-p and a seed, and
+    list the top K beside it (a vLLM server samples; `%llm_next --steps N --sample`, `--live`)."""
+
+    def sample_next(
+        self, ids: Sequence[int], k: int, *, temperature: float, top_k: int, top_p: float, seed: int
+    ) -> SampledNext:
+        """Draw the token after `ids` (`top_k` 0 cuts nothing; the same seed and ids draw the same
+        token); raises `SamplingRefused` when the server will not sample so."""
+        ...
+
+
 @runtime_checkable
 class ExplainsLimits(Protocol):
     """Engines that can say why they lack a capability, and what would give it (a remote engine
@@ -355,6 +380,8 @@ __all__ = [
     "PredictsTopNext",
     "PreparedTurn",
     "Reply",
+    "SampledNext",
+    "SamplesNext",
     "ScoresTokens",
     "Stats",
     "TextCallback",

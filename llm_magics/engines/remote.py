@@ -13,6 +13,7 @@ says what it can do, so the magics' `isinstance(engine, Tokenizes)` checks work 
     └── TokenizingRemoteEngine  + Tokenizes (the server's /tokenize, or the --tokenizer named)
         └── ScoringRemoteEngine + ScoresTokens (prompt log-probabilities)
                                   + PredictsTopNext (the K likeliest next tokens, `%llm_next`)
+                                  + SamplesNext (one next token the server draws, seeded)
 
 The conversation is kept here, client side, and the whole of it is sent every turn (the server
 applies the chat template). Replies stream over server-sent events through the official `openai`
@@ -49,6 +50,7 @@ from ..errors import (
     NotOpenAICompatible,
     RemoteError,
     RemoteExtraMissing,
+    SamplingRefused,
     ServerDisconnected,
     ServerRejected,
     ServerTimeout,
@@ -63,6 +65,7 @@ from .base import (
     GenerationOptions,
     PreparedTurn,
     Reply,
+    SampledNext,
     Stats,
     TextCallback,
     TopLogprobs,
@@ -849,17 +852,61 @@ class ScoringRemoteEngine(TokenizingRemoteEngine):
                 f"with --max-logprobs {k}."
             )
 
+        return self._one_token(ids, k, {"temperature": 0}, refused).top
+
+    def sample_next(
+        self, ids: Sequence[int], k: int, *, temperature: float, top_k: int, top_p: float, seed: int
+    ) -> SampledNext:
+        """One token after `ids` drawn by the server (`SamplesNext`), and the `k` likeliest of the
+        same position, from one `/v1/completions` request with `max_tokens=1` (as `next_token_top`).
+
+        The fields, as vLLM's `CompletionRequest` takes them (vllm/entrypoints/openai/protocol.py,
+        `to_sampling_params` → `SamplingParams`): `temperature` and `top_p` are OpenAI's; `seed` is
+        OpenAI's too, and vLLM gives the request a generator of its own seeded with it, so the same
+        seed and prompt draw the same token ("Random seed to use for the generation", vLLM's
+        SamplingParams); `top_k` is a vLLM extra (sent in the body, -1 for none, as `_sampling`
+        does). vLLM applies temperature, then top-k and top-p, then draws; the log-probabilities
+        stay raw (`--logprobs-mode raw_logprobs`), and the drawn token is listed beside the top
+        `k` when it is not among them, with its own in `token_logprobs[0]`.
+        """
+
+        def refused(said: str) -> SamplingRefused:
+            return SamplingRefused(
+                f"{self.endpoint.url} would not draw the next token with temperature {temperature:g}, "
+                f"top-k {top_k}, top-p {top_p:g}, seed {seed} and {k} log-probabilities "
+                f"(400: {said or 'no reason given'}). vLLM gives at most its --max-logprobs "
+                f"({VLLM_DEFAULT_MAX_LOGPROBS} unless started with more): lower --top-k and "
+                "LlmMagics.next_runners_up, or restart vLLM with more."
+            )
+
+        fields: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "seed": seed}
+        return self._one_token(ids, k, fields, refused, extra={"top_k": top_k or -1})
+
+    def _one_token(
+        self,
+        ids: Sequence[int],
+        k: int,
+        fields: dict[str, Any],
+        refused: Callable[[str], RemoteError],
+        *,
+        extra: Mapping[str, Any] | None = None,
+    ) -> SampledNext:
+        """The one-token request both `next_token_top` and `sample_next` send, and its answer read
+        by token id: the generated token, and the top `k` of its position."""
         with self._server.errors(bad_request=refused):
             answer = self._server.client.completions.create(
                 model=self.model,
                 prompt=list(ids),
                 max_tokens=1,
                 logprobs=k,
-                temperature=0,
-                extra_body={"return_tokens_as_token_ids": True},
+                extra_body={"return_tokens_as_token_ids": True, **(extra or {})},
+                **fields,
             )
         try:
-            row = answer.choices[0].logprobs.top_logprobs[0]
+            logprobs = answer.choices[0].logprobs
+            chosen = _token_id(logprobs.tokens[0])
+            chosen_logprob = float(logprobs.token_logprobs[0])
+            row = logprobs.top_logprobs[0]
             pairs = sorted(
                 ((_token_id(key), float(lp)) for key, lp in row.items()), key=lambda p: (-p[1], p[0])
             )
@@ -868,10 +915,13 @@ class ScoringRemoteEngine(TokenizingRemoteEngine):
                 f"{self.endpoint.url} gave no next-token log-probabilities by token id "
                 "(logprobs with return_tokens_as_token_ids): is it an older vLLM?"
             ) from exc
+        # The list holds the top k, plus the drawn token when it is not among them: keep the k, so
+        # that what is listed is always the likeliest (the drawn one is in `chosen`).
         pairs = [(i, lp) for i, lp in pairs if math.isfinite(lp)][:k]
         if not pairs:
             raise NotOpenAICompatible(f"{self.endpoint.url} listed no next tokens with log-probabilities.")
-        return TopLogprobs(tuple(i for i, _ in pairs), tuple(lp for _, lp in pairs))
+        top = TopLogprobs(tuple(i for i, _ in pairs), tuple(lp for _, lp in pairs))
+        return SampledNext(chosen, chosen_logprob, top)
 
 
 def _token_id(key: str) -> int:

@@ -13,9 +13,9 @@ from ..display.next_token import NextTokenExplorer, NextTokenView, StepsView
 from ..errors import InvalidOption
 from ..next_token import (
     MAX_SHOW,
-    NextTokenSession,
     Sampling,
     next_token_distribution,
+    next_token_session,
     next_token_steps,
     require_engine,
 )
@@ -91,7 +91,10 @@ class NextTokenMagics(SessionMagics):
         On a vLLM server only its likeliest tokens are known (at most its --max-logprobs, 20
         unless started with more): their probabilities are exact, the rest is one remainder, and
         what temperature, top-k and top-p give is computed within the listed tokens and marked ≈
-        where that makes it approximate. --sample and --live need a model loaded here.
+        where that makes it approximate. There --steps N --sample lets the server draw each
+        token with your temperature, top-k and top-p (step i with --seed S + i: the same seed,
+        the same tokens), and --live shows the same partial view, its sample button drawn by the
+        server too (the n-th draw with seed S + n).
 
         Examples::
 
@@ -130,7 +133,7 @@ class NextTokenMagics(SessionMagics):
         if args.live:
             if args.steps is not None:
                 raise InvalidOption("--live has its own buttons for steps; drop --steps.")
-            session = NextTokenSession(engine, chat=args.chat, show=count, seed=args.seed)
+            session = next_token_session(engine, chat=args.chat, show=count, seed=args.seed)
             show(NextTokenExplorer(session, text=text, sampling=sampling))
             return None
         if args.steps is not None:
