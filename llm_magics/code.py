@@ -325,7 +325,7 @@ def removed_task_code(
 
 
 def _extractive_lines(questions: Sequence[str], context: str, top_k: int) -> list[str]:
-    """QuestionAnsweringPipeline's span search (transformers 4.53), for fast tokenizers."""
+    """QuestionAnsweringPipeline's span search (as in transformers 5.0), for fast tokenizers."""
     return f"""questions = {list(questions)!r}
 context = {context!r}
 top_k = {top_k!r}
@@ -346,9 +346,10 @@ def answer(question):
         start = output.start_logits[0].double().masked_fill(~in_softmax, -10000.0).softmax(-1)
         end = output.end_logits[0].double().masked_fill(~in_softmax, -10000.0).softmax(-1)
         start[0] = end[0] = 0.0
-        # Each span of at most 15 tokens, scored start x end; the best top_k.
+        # Each span of at most 15 tokens, scored start x end; the best 2 * top_k + 10 (widened to
+        # words, several spans can become one answer).
         scores = torch.outer(start, end).triu().tril(14).flatten()
-        for index in scores.topk(min(top_k, scores.numel())).indices.tolist():
+        for index in scores.topk(min(top_k * 2 + 10, scores.numel())).indices.tolist():
             first, last = divmod(index, len(end))
             if not (in_context[first] and in_context[last]):
                 continue

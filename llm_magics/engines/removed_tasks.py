@@ -9,9 +9,9 @@ teach all three, so `%llm_pipe` keeps them, on three kinds of model:
   from `config.task_specific_params` ("summarize: ", "translate English to French: ", beams and
   lengths), then `generate` and `decode`;
 - an extractive question-answering model (`…ForQuestionAnswering`) gives the span
-  `QuestionAnsweringPipeline` gave (transformers 4.53's algorithm: windows of 384 tokens with a
-  stride of 128, start and end probabilities over each window's context tokens, the best span of
-  at most 15 tokens, widened to whole words, equal answers from several windows added up);
+  `QuestionAnsweringPipeline` gave (its algorithm as of transformers 5.0: windows of 384 tokens
+  with a stride of 128, start and end probabilities over each window's context tokens, the best
+  2k + 10 spans of at most 15 tokens, widened to whole words, equal answers added up, the best k);
 - a chat model does any of the three from a prompt through its chat template, as the migration
   guide advises.
 
@@ -204,7 +204,7 @@ class Seq2SeqTask:
 
 
 class ExtractiveAnswers:
-    """Extractive question answering, transformers 4.53's `QuestionAnsweringPipeline` for fast
+    """Extractive question answering, transformers 5.0's `QuestionAnsweringPipeline` for fast
     tokenizers with the question first (right padding, what question-answering models use)."""
 
     how = Runner.EXTRACTIVE
@@ -256,7 +256,7 @@ class ExtractiveAnswers:
             with torch.inference_mode():
                 output = self.model(**inputs)
             # Answers may start and end only on context tokens; the [CLS] token stays in the softmax
-            # (models use it for "no answer") but cannot be the answer (4.53's "Mask CLS").
+            # (models use it for "no answer") but cannot be the answer (the pipeline's "Mask CLS").
             allowed = torch.tensor([sequence == 1 for sequence in encoded.sequence_ids(window)])
             ids = torch.tensor(encoded["input_ids"][window])
             if self.tokenizer.cls_token_id is not None:
@@ -266,7 +266,8 @@ class ExtractiveAnswers:
             start = _probabilities(output.start_logits[0], in_softmax)
             end = _probabilities(output.end_logits[0], in_softmax)
             start[0] = end[0] = 0.0
-            for s, e, score in _best_spans(start, end, allowed, top_k, max_answer_len):
+            # More candidates than asked for: widened to words, several spans become one answer.
+            for s, e, score in _best_spans(start, end, allowed, top_k * 2 + 10, max_answer_len):
                 first, last = _word_bounds(encoded[window], s, e)
                 text = context[first:last]
                 same = next((a for a in found if a["answer"].lower() == text.lower()), None)
@@ -293,7 +294,8 @@ def _best_spans(
     start: Any, end: Any, allowed: Any, top_k: int, max_answer_len: int
 ) -> list[tuple[int, int, float]]:
     """The top spans by start × end probability, end ≥ start, at most `max_answer_len` tokens, both
-    ends on allowed tokens (4.53's `decode_spans`: candidates outside are dropped, not replaced)."""
+    ends on allowed tokens (the pipeline's `decode_spans`: candidates outside are dropped, not
+    replaced)."""
     import torch
 
     scores = torch.outer(start, end).triu().tril(max_answer_len - 1).flatten()
