@@ -30,9 +30,6 @@ def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # tqdm bars in a kernel are widgets or stderr noise; the magics show their own progress.
     env.setdefault("TQDM_DISABLE", "1")
-    # The kernel starts in examples/: the checkout's root first on its path, so it imports the
-    # llm_magics the tests import (a checkout's; an installed wheel's where the root has none).
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLES.parent), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
 
