@@ -20,6 +20,7 @@ from .chat import ChatMagics, check_variable_name
 from .models import ModelMagics
 
 _GENERATING = ("text-generation", "summarization", "translation")
+_GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
 _AGGREGATIONS = ("none", "simple", "first", "average", "max")
 
 
@@ -120,12 +121,8 @@ class PipeMagics(ModelMagics, ChatMagics):
         # A removed task's head depends on the model (seq2seq, extractive, chat): read its config
         # first, so a model that cannot do the task is refused before anything loads.
         config = self._removed_task_config(task, engine, plan, args, default)
-        if config is not None and base == "question-answering":
-            self._answer_options(removed_tasks.runner_for(config), args, options)
-        if config is not None and removed_tasks.runner_for(config) is removed_tasks.Runner.SEQ2SEQ:
-            _, settings = removed_tasks.seq2seq_settings(config, base, languages)
-            if args.max_new_tokens is None and "max_length" in settings:
-                options.pop("max_new_tokens", None)  # the model's own max_length, as the pipeline used
+        if config is not None:
+            self._fit_to_runner(removed_tasks.runner_for(config), config, base, languages, args, options)
         if args.code:
             show(CodeBlock(self._pipe_code(task, args, engine, plan, config, inputs, options, default)))
         status = StatusLine(f"{task}")
@@ -187,9 +184,8 @@ class PipeMagics(ModelMagics, ChatMagics):
         for flag, owner in only.items():
             if getattr(args, flag) not in (None, False) and base != owner:
                 raise InvalidOption(f"--{flag.replace('_', '-')} is for {owner}, not {task}.")
-        generation = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
         if base not in _GENERATING and base != "question-answering":  # (a chat model answers by generating)
-            for flag in generation:
+            for flag in _GENERATION_FLAGS:
                 if getattr(args, flag) is not None:
                     raise InvalidOption(f"--{flag.replace('_', '-')} is for generating tasks, not {task}.")
         options: dict[str, Any] = {}
@@ -218,37 +214,51 @@ class PipeMagics(ModelMagics, ChatMagics):
                 )
             options["aggregation_strategy"] = aggregation
         if base in _GENERATING:
-            from ..engines.transformers.generation import generate_kwargs
-
-            generation_options = self._generation_options(args)
-            generation_options.validate()
-            options.update(generate_kwargs(generation_options))
-            if generation_options.seed is not None:
-                options["seed"] = generation_options.seed
+            options.update(self._generate_options(args))
         elif args.top_k is not None:
             if args.top_k < 1:
                 raise InvalidOption(f"--top-k must be 1 or more; got {args.top_k}.")
             options["top_k"] = args.top_k
         return options
 
-    def _answer_options(self, runner: removed_tasks.Runner, args: Namespace, options: dict[str, Any]) -> None:
-        """question-answering: an extractive model takes --top-k, a chat model generates its answer."""
-        generation = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
+    def _generate_options(self, args: Namespace) -> dict[str, Any]:
+        """`generate()` keyword arguments from the flags and the chat traits, and the seed if any."""
+        from ..engines.transformers.generation import generate_kwargs
+
+        generation_options = self._generation_options(args)
+        generation_options.validate()
+        options = generate_kwargs(generation_options)
+        if generation_options.seed is not None:
+            options["seed"] = generation_options.seed
+        return options
+
+    def _fit_to_runner(
+        self,
+        runner: removed_tasks.Runner,
+        config: Any,
+        task: str,
+        languages: tuple[str, str] | None,
+        args: Namespace,
+        options: dict[str, Any],
+    ) -> None:
+        """A removed task's options for the model it runs on: a seq2seq model keeps its own
+        max_length unless --max-new-tokens was given (as the pipeline did); question-answering on an
+        extractive model takes --top-k, on a chat model it generates."""
+        if runner is removed_tasks.Runner.SEQ2SEQ:
+            _, settings = removed_tasks.seq2seq_settings(config, task, languages)
+            if args.max_new_tokens is None and "max_length" in settings:
+                options.pop("max_new_tokens", None)
+        if task != "question-answering":
+            return
         if runner is removed_tasks.Runner.CHAT:
             if args.top_k is not None:
                 raise InvalidOption(
                     "--top-k is for extractive question-answering models; a chat model gives one answer."
                 )
-            from ..engines.transformers.generation import generate_kwargs
-
             options.pop("top_k", None)
-            generation_options = self._generation_options(args)
-            generation_options.validate()
-            options.update(generate_kwargs(generation_options))
-            if generation_options.seed is not None:
-                options["seed"] = generation_options.seed
+            options.update(self._generate_options(args))
             return
-        for flag in generation:
+        for flag in _GENERATION_FLAGS:
             if getattr(args, flag) is not None:
                 raise InvalidOption(
                     f"--{flag.replace('_', '-')} is for a chat model; an extractive model does not generate."
