@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -143,6 +143,17 @@ class Candidate:
     cut: Cut | None = None
     special: bool = False
     partial_bytes: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a distribution answers: which engine, after which text (and the prompt it became)."""
+
+    name: str = ""
+    text: str = ""
+    prompt: str = ""
+    prompt_tokens: int = 0
+    chat: bool = False
 
 
 @dataclass(frozen=True)
@@ -612,11 +623,7 @@ def next_token_distribution(
             top,
             tokenizer,
             sampling,
-            name=engine.name,
-            text=text,
-            prompt=prompt,
-            prompt_tokens=len(ids),
-            chat=chat,
+            about=Asked(engine.name, text, prompt, len(ids), chat),
             show=show,
         )
         return replace(result, notes=(*_chat_notes(engine, chat), *result.notes))
@@ -625,11 +632,7 @@ def next_token_distribution(
         _logits(engine, ids),
         tokenizer,
         sampling,
-        name=engine.name,
-        text=text,
-        prompt=prompt,
-        prompt_tokens=len(ids),
-        chat=chat,
+        about=Asked(engine.name, text, prompt, len(ids), chat),
         show=show,
     )
     return replace(result, notes=_chat_notes(engine, chat))
@@ -640,11 +643,7 @@ def distribution_from_logits(
     tokenizer: Any,
     sampling: Sampling,
     *,
-    name: str = "",
-    text: str = "",
-    prompt: str = "",
-    prompt_tokens: int = 0,
-    chat: bool = False,
+    about: Asked = Asked(),
     show: int = 10,
 ) -> NextToken:
     """`NextToken` for logits already computed (the explorer's sliders reuse one forward pass)."""
@@ -654,11 +653,7 @@ def distribution_from_logits(
     shown = [int(i) for i in order[: min(show, logits.numel())]]
     kept = ~(warped.cut_k | warped.cut_p)
     return NextToken(
-        name=name,
-        text=text,
-        prompt=prompt,
-        prompt_tokens=prompt_tokens,
-        chat=chat,
+        **asdict(about),
         sampling=sampling,
         candidates=tuple(_candidates(tokenizer, logits, warped, probs, shown)),
         vocab_size=int(logits.numel()),
@@ -674,11 +669,7 @@ def distribution_from_top(
     tokenizer: Any,
     sampling: Sampling,
     *,
-    name: str = "",
-    text: str = "",
-    prompt: str = "",
-    prompt_tokens: int = 0,
-    chat: bool = False,
+    about: Asked = Asked(),
     show: int = 10,
 ) -> NextToken:
     """`NextToken` from a server's top K only: exact T = 1 probabilities and ranks for those K;
@@ -689,11 +680,7 @@ def distribution_from_top(
     kept = ~(warped.cut_k | warped.cut_p)
     candidates = _top_candidates(tokenizer, top, warped, range(min(show, len(top.ids))))
     return NextToken(
-        name=name,
-        text=text,
-        prompt=prompt,
-        prompt_tokens=prompt_tokens,
-        chat=chat,
+        **asdict(about),
         sampling=sampling,
         candidates=tuple(candidates),
         vocab_size=0,
@@ -889,6 +876,12 @@ def _drawn_note(k: int, sampling: Sampling, seed: int | None, exact: bool) -> st
     )
 
 
+def _asked_in(session: NextTokenSession | ServerNextTokenSession, ids: Sequence[int]) -> Asked:
+    """What an explorer's distribution answers now: its text, grown by the tokens appended."""
+    prompt = _decode(session.engine.tokenizer, ids) if session._appended else session.prompt
+    return Asked(session.engine.name, session.text, prompt, len(ids), session.chat)
+
+
 class NextTokenSession:
     """The state behind `%llm_next --live`: the typed text, the tokens appended since (greedy or
     sampled), and the logits for the current ids. One forward pass per change of the ids; moving
@@ -954,11 +947,7 @@ class NextTokenSession:
             self._logits,
             self.engine.tokenizer,
             sampling,
-            name=self.engine.name,
-            text=self.text,
-            prompt=_decode(self.engine.tokenizer, ids) if self._appended else self.prompt,
-            prompt_tokens=len(ids),
-            chat=self.chat,
+            about=_asked_in(self, ids),
             show=self.show,
         )
 
@@ -1054,11 +1043,7 @@ class ServerNextTokenSession:
             top,
             self.engine.tokenizer,
             sampling,
-            name=self.engine.name,
-            text=self.text,
-            prompt=_decode(self.engine.tokenizer, ids) if self._appended else self.prompt,
-            prompt_tokens=len(ids),
-            chat=self.chat,
+            about=_asked_in(self, ids),
             show=self.show,
         )
 
@@ -1078,6 +1063,7 @@ def next_token_session(
 
 
 __all__ = [
+    "Asked",
     "MAX_SHOW",
     "MAX_STEPS",
     "Candidate",
