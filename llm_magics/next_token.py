@@ -441,16 +441,21 @@ def _labels(tokenizer: Any, ids: Sequence[int]) -> list[tuple[str, str, bool, by
     return out
 
 
+def _cut_at(warped: Warped, index: int) -> Cut | None:
+    """What removed the token at `index` of `warped` from sampling, if anything."""
+    if bool(warped.cut_k[index]):
+        return Cut.TOP_K
+    if bool(warped.cut_p[index]):
+        return Cut.GREEDY if warped.greedy else Cut.TOP_P
+    return None
+
+
 def _candidates(
     tokenizer: Any, logits: Any, warped: Warped, probs: Any, ids: Sequence[int]
 ) -> list[Candidate]:
     out = []
     for token_id, (token, text, special, partial) in zip(ids, _labels(tokenizer, ids), strict=True):
-        cut: Cut | None = None
-        if bool(warped.cut_k[token_id]):
-            cut = Cut.TOP_K
-        elif bool(warped.cut_p[token_id]):
-            cut = Cut.GREEDY if warped.greedy else Cut.TOP_P
+        cut = _cut_at(warped, token_id)
         out.append(
             Candidate(
                 id=int(token_id),
@@ -478,11 +483,7 @@ def _top_candidates(
     for position, token_id, (token, text, special, partial) in zip(
         positions, ids, _labels(tokenizer, ids), strict=True
     ):
-        cut: Cut | None = None
-        if bool(warped.cut_k[position]):
-            cut = Cut.TOP_K
-        elif bool(warped.cut_p[position]):
-            cut = Cut.GREEDY if warped.greedy else Cut.TOP_P
+        cut = _cut_at(warped, position)
         out.append(
             Candidate(
                 id=int(token_id),
