@@ -271,10 +271,7 @@ def removed_task_code(
         lines += _extractive_lines(texts, context or "", options.get("top_k", 1))
         lines.append("result = [answer(q) for q in questions]" if many else "result = answer(questions[0])")
     elif runner is removed_tasks.Runner.SEQ2SEQ:
-        prefix, settings = removed_tasks.seq2seq_settings(config, base, languages)
-        kwargs = {**settings, **options}
-        if "max_new_tokens" in options:
-            kwargs.pop("max_length", None)
+        prefix, kwargs = removed_tasks.seq2seq_generation(config, base, languages, options)
         key = removed_tasks.REMOVED_TASKS[base].output_key
         pairs = [("", "**inputs"), *[(name, repr(value)) for name, value in kwargs.items()]]
         lines += [
@@ -307,7 +304,7 @@ def removed_task_code(
         if base == "question-answering":
             lines += [
                 f"    context = {context!r}",
-                "    for label in ('answer:', 'a:'):  # small models echo the prompt's format",
+                f"    for label in {removed_tasks.ANSWER_LABELS!r}:  # small models echo the prompt's format",
                 "        if produced.lower().startswith(label):",
                 "            produced = produced[len(label):].strip()",
                 "    at = context.lower().find(produced.lower()) if produced else -1  # where to highlight it",

@@ -109,11 +109,8 @@ def runner_for(config: Any) -> Runner:
     return Runner.CHAT
 
 
-def head_class(task: str, config: Any) -> Any:
-    """The auto class to load for `task` on a model with this config, or one line if it cannot do it."""
-    import transformers
-
-    runner = runner_for(config)
+def _check_fits(task: str, runner: Runner) -> None:
+    """One line when a model of this kind cannot do `task`."""
     if runner is Runner.SEQ2SEQ and task == "question-answering":
         raise InvalidOption(
             "question-answering takes an extractive model (…ForQuestionAnswering) or a chat model, "
@@ -121,6 +118,14 @@ def head_class(task: str, config: Any) -> Any:
         )
     if runner is Runner.EXTRACTIVE and task != "question-answering":
         raise InvalidOption(f"A question-answering model cannot do {task}: pass a seq2seq or a chat model.")
+
+
+def head_class(task: str, config: Any) -> Any:
+    """The auto class to load for `task` on a model with this config, or one line if it cannot do it."""
+    import transformers
+
+    runner = runner_for(config)
+    _check_fits(task, runner)
     return {
         Runner.SEQ2SEQ: transformers.AutoModelForSeq2SeqLM,
         Runner.EXTRACTIVE: transformers.AutoModelForQuestionAnswering,
@@ -130,15 +135,12 @@ def head_class(task: str, config: Any) -> Any:
 
 def make_runner(task: str, model: Any, tokenizer: Any) -> Seq2SeqTask | ExtractiveAnswers | ChatTask:
     runner = runner_for(model.config)
-    if runner is Runner.SEQ2SEQ and task != "question-answering":
+    _check_fits(task, runner)
+    if runner is Runner.SEQ2SEQ:
         return Seq2SeqTask(task, model, tokenizer)
-    if runner is Runner.EXTRACTIVE and task == "question-answering":
+    if runner is Runner.EXTRACTIVE:
         return ExtractiveAnswers(model, tokenizer)
-    if runner is Runner.CHAT:
-        return ChatTask(task, model, tokenizer)
-    raise InvalidOption(
-        f"{type(model).__name__} cannot do {task}: pass a seq2seq, question-answering or chat model."
-    )
+    return ChatTask(task, model, tokenizer)
 
 
 def seq2seq_settings(config: Any, task: str, languages: tuple[str, str] | None) -> tuple[str, dict[str, Any]]:
@@ -154,6 +156,18 @@ def seq2seq_settings(config: Any, task: str, languages: tuple[str, str] | None) 
     return prefix, {name: found[name] for name in _GENERATION_KEYS if name in found}
 
 
+def seq2seq_generation(
+    config: Any, task: str, languages: tuple[str, str] | None, options: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The prefix and the `generate` keyword arguments: the model's own settings for the task,
+    under the options given (ours win)."""
+    prefix, settings = seq2seq_settings(config, task, languages)
+    kwargs = {**settings, **options}
+    if "max_new_tokens" in options:
+        kwargs.pop("max_length", None)  # transformers warns when both are set; the option wins
+    return prefix, kwargs
+
+
 def _texts(inputs: str | Sequence[str]) -> list[str]:
     return [inputs] if isinstance(inputs, str) else list(inputs)
 
@@ -166,18 +180,8 @@ def _one_or_many(inputs: str | Sequence[str], results: list[Any]) -> Any:
 class Seq2SeqTask:
     """Summarization or translation on a seq2seq model, as transformers 4's pipelines ran them."""
 
-    how = Runner.SEQ2SEQ
-
     def __init__(self, task: str, model: Any, tokenizer: Any) -> None:
         self.task, self.model, self.tokenizer = task, model, tokenizer
-
-    def generate_kwargs(self, languages: tuple[str, str] | None, options: dict[str, Any]) -> dict[str, Any]:
-        """The model's own settings for the task, under the options given (ours win)."""
-        _, settings = seq2seq_settings(self.model.config, self.task, languages)
-        kwargs = {**settings, **options}
-        if "max_new_tokens" in options:
-            kwargs.pop("max_length", None)  # transformers warns when both are set; the option wins
-        return kwargs
 
     def __call__(
         self,
@@ -187,8 +191,7 @@ class Seq2SeqTask:
         **options: Any,
     ) -> Any:
         languages = (src_lang, tgt_lang) if src_lang and tgt_lang else None
-        prefix, _ = seq2seq_settings(self.model.config, self.task, languages)
-        kwargs = self.generate_kwargs(languages, options)
+        prefix, kwargs = seq2seq_generation(self.model.config, self.task, languages, options)
         key = REMOVED_TASKS[self.task].output_key
         results = []
         for text in _texts(inputs):
@@ -207,7 +210,6 @@ class ExtractiveAnswers:
     """Extractive question answering, transformers 5.0's `QuestionAnsweringPipeline` for fast
     tokenizers with the question first (right padding, what question-answering models use)."""
 
-    how = Runner.EXTRACTIVE
     task = "question-answering"
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
@@ -324,8 +326,6 @@ class ChatTask:
     """Any of the three on a chat model: one prompt per input through the chat template, greedy
     unless sampling was asked for (what transformers' migration guide advises)."""
 
-    how = Runner.CHAT
-
     def __init__(self, task: str, model: Any, tokenizer: Any) -> None:
         from ..prompts import has_chat_template
 
@@ -398,13 +398,13 @@ def chat_prompt(
 
 
 #: Labels small chat models put before an answer, echoing the prompt's "Question:" format.
-_ANSWER_LABELS = ("answer:", "a:")
+ANSWER_LABELS = ("answer:", "a:")
 
 
 def _located(answer: str, context: str) -> dict[str, Any]:
     """A generated answer in the extractive shape: where it first occurs in the context (so it can
     be highlighted), or None when the model did not quote the context; no score."""
-    label = next((label for label in _ANSWER_LABELS if answer.lower().startswith(label)), None)
+    label = next((label for label in ANSWER_LABELS if answer.lower().startswith(label)), None)
     if label is not None:
         answer = answer[len(label) :].strip()
     at = context.lower().find(answer.lower()) if answer else -1
@@ -414,6 +414,7 @@ def _located(answer: str, context: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "ANSWER_LABELS",
     "DEFAULT_TRANSLATION_PAIRS",
     "LANGUAGES",
     "REMOVED_TASKS",
@@ -427,6 +428,7 @@ __all__ = [
     "head_class",
     "make_runner",
     "runner_for",
+    "seq2seq_generation",
     "seq2seq_settings",
     "split_languages",
 ]
