@@ -247,6 +247,12 @@ def test_a_chat_models_answer_has_no_score_and_is_found_in_the_context(shell, ti
     assert _located("Rome", CONTEXT)["start"] is None
     assert _located("A: London", CONTEXT)["answer"] == "London"
     assert f"A: {answer['answer']}" in shown_text(captured)
+    from llm_magics.display.pipe import PipeResult
+
+    unscored = _located("A: London", CONTEXT)
+    html = PipeResult("question-answering", ["Where?"], [unscored], "m", context=CONTEXT)._repr_mimebundle_()
+    assert "<mark" in html["text/html"] and "<sup" not in html["text/html"]  # no score: no label
+    assert "[London]" in html["text/plain"]
 
 
 def test_a_causal_lm_without_a_chat_template_is_one_line(shell, tiny_models):

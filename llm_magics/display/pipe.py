@@ -73,9 +73,14 @@ def _highlight(text: str, spans: Sequence[tuple[int, int, str]], colours: dict[s
         parts_html.append(_text(text[at:start]))
         parts_text.append(_plain(text[at:start]))
         colour = colours.get(label, "#fde68a")
+        # A chat model's answer has no score: no label to write above it.
+        sup = (
+            f'<sup style="font-size:9px;font-weight:600;margin-left:2px">{_text(label)}</sup>'
+            if label
+            else ""
+        )
         parts_html.append(
-            f'<mark style="background:{colour};border-radius:3px;padding:0 2px">{_text(text[start:end])}'
-            f'<sup style="font-size:9px;font-weight:600;margin-left:2px">{_text(label)}</sup></mark>'
+            f'<mark style="background:{colour};border-radius:3px;padding:0 2px">{_text(text[start:end])}{sup}</mark>'
         )
         parts_text.append(
             f"[{_plain(text[start:end])}]{_plain(label)}" if label else f"[{_plain(text[start:end])}]"
