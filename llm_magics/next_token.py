@@ -37,7 +37,7 @@ from typing import Any
 
 from .conversation import check_text
 from .engines.base import (
-    MAX_TEMPERATURE,
+    TEMPERATURE_RANGE,
     Engine,
     ExplainsLimits,
     PredictsNext,
@@ -46,6 +46,7 @@ from .engines.base import (
     SamplesNext,
     Tokenizes,
     TopLogprobs,
+    temperature_ok,
 )
 from .errors import InvalidOption, NotSupported
 from .tokens import _special_ids
@@ -106,10 +107,8 @@ class Sampling:
     def validate(self) -> None:
         """Raise `InvalidOption` for values that parse but make no sense."""
         t, p, k = self.temperature, self.top_p, self.top_k
-        if not (isinstance(t, (int, float)) and math.isfinite(t) and 0 <= t <= MAX_TEMPERATURE):
-            raise InvalidOption(
-                f"--temperature must be between 0 and {MAX_TEMPERATURE:g} (0 means greedy); got {t}."
-            )
+        if not temperature_ok(t):
+            raise InvalidOption(f"--temperature must be {TEMPERATURE_RANGE}; got {t}.")
         if not (isinstance(p, (int, float)) and math.isfinite(p) and 0 < p <= 1):
             raise InvalidOption(f"--top-p must be greater than 0 and at most 1 (1 cuts nothing); got {p}.")
         if not (isinstance(k, int) and k >= 0):

@@ -57,10 +57,20 @@ class EngineKind(str, Enum):
 MAX_TEMPERATURE = 5.0
 MAX_REPETITION_PENALTY = 10.0
 MAX_NEW_TOKENS = 1_000_000
+#: The smallest temperature above 0. Below it sampling is greedy to within rounding anyway, and
+#: logits / T overflows float32 (1e-300 is 0 there: NaN probabilities): 0 asks for greedy.
+MIN_TEMPERATURE = 0.01
+#: What a temperature may be, as every magic says it.
+TEMPERATURE_RANGE = f"0 (greedy) or between {MIN_TEMPERATURE:g} and {MAX_TEMPERATURE:g}"
 
 
 def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def temperature_ok(value: float) -> bool:
+    """The one rule for a temperature: 0 (greedy), or within [MIN_TEMPERATURE, MAX_TEMPERATURE]."""
+    return _finite(value) and (value == 0 or MIN_TEMPERATURE <= value <= MAX_TEMPERATURE)
 
 
 @dataclass
@@ -82,11 +92,7 @@ class GenerationOptions:
         """Raise `InvalidOption` for values that parse but make no sense."""
         checks = [
             (1 <= self.max_new_tokens <= MAX_NEW_TOKENS, "max-new-tokens", f"between 1 and {MAX_NEW_TOKENS}"),
-            (
-                _finite(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE,
-                "temperature",
-                f"between 0 and {MAX_TEMPERATURE:g} (0 means greedy)",
-            ),
+            (temperature_ok(self.temperature), "temperature", TEMPERATURE_RANGE),
             (_finite(self.top_p) and 0 < self.top_p <= 1, "top-p", "greater than 0 and at most 1"),
             (self.top_k >= 0, "top-k", "0 (no limit) or more"),
             (
@@ -140,6 +146,8 @@ class Reply:
     #: Why the reply ended early when the user did not stop it (the server went away, sent an
     #: error or stopped answering mid-reply); the partial text is kept, finish_reason is INTERRUPTED.
     problem: str | None = None
+    #: What the footer adds about the text itself (characters the engine had to replace).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def interrupted(self) -> bool:
