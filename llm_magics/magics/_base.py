@@ -31,8 +31,11 @@ def unquote(text: str) -> str:
 def parse(
     magic: Any, line: str, *, unclosed_hint: str = "close the quote", intermixed: bool = False
 ) -> Namespace:
-    """The options of `line` for `magic`, quotes stripped from every value the same way.
+    """The options of `line` for `magic`, quotes stripped from every value the same way, and
+    `{name}` in each value filled in by `llm_magics.interpolate`'s rule unless `--no-interpolate`.
 
+    Every magic is `@no_var_expand`: IPython's own expansion of magic lines would evaluate
+    `{expression}` (code) and ignore `--no-interpolate`; the one rule of the cells applies instead.
     An unclosed quote is one line (shlex's "No closing quotation"), not a traceback; argparse's
     own complaints arrive as IPython's one-line `UsageError`. `intermixed` lets a free-text
     positional (`nargs="*"`) sit before or after the options (`%llm_pipe TASK --model M some text`).
@@ -44,11 +47,17 @@ def parse(
             args = parse_argstring(magic, line)
     except ValueError as error:
         raise InvalidOption(f"Could not read the line ({error}): {unclosed_hint}.") from None
+    owner = getattr(magic, "__self__", None)
+    enabled = isinstance(owner, SessionMagics) and not getattr(args, "no_interpolate", False)
+
+    def fill(text: str) -> str:
+        return owner.interpolate(unquote(text)) if enabled else unquote(text)
+
     for key, value in vars(args).items():
         if isinstance(value, str):
-            setattr(args, key, unquote(value))
+            setattr(args, key, fill(value))
         elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-            setattr(args, key, [unquote(item) for item in value])
+            setattr(args, key, [fill(item) for item in value])
     return args
 
 
