@@ -367,3 +367,60 @@ def answer(question):
 
 
 __all__ = ["chat_code", "complete_code", "load_code", "pipeline_code", "removed_task_code", "tokens_code"]
+
+
+# --------------------------------------------------------------------------- a model on a server
+
+
+def _client_lines(api: str, key_variable: str | None) -> list[str]:
+    """The `openai` client for the server at `api`; the key is read from its variable, never written."""
+    key = f"os.environ[{key_variable!r}]" if key_variable else repr("EMPTY")
+    lines = ["import os", ""] if key_variable else []
+    return [*lines, "from openai import OpenAI", "", f"client = OpenAI(base_url={api!r}, api_key={key})"]
+
+
+def remote_load_code(api: str, model: str, key_variable: str | None) -> str:
+    """`%llm_load --endpoint`: nothing is loaded here; the client, and the check of what is served."""
+    return "\n".join(
+        [
+            *_client_lines(api, key_variable),
+            "served = [m.id for m in client.models.list()]",
+            f"assert {model!r} in served, served",
+        ]
+    )
+
+
+def remote_generate_code(
+    api: str,
+    model: str,
+    key_variable: str | None,
+    options: GenerationOptions,
+    *,
+    messages: Sequence[Message] | None = None,
+    prompt: str | None = None,
+) -> str:
+    """`%%llm_chat` (`messages`) or `%%llm_complete` (`prompt`) on a server: the streamed `openai`
+    call with OpenAI's own sampling fields (the server applies its chat template)."""
+    pairs = [
+        ("model", repr(model)),
+        ("messages" if messages is not None else "prompt", "messages" if messages is not None else "prompt"),
+        ("max_tokens", repr(options.max_new_tokens)),
+        ("temperature", repr(options.temperature)),
+        ("top_p", repr(1.0 if options.greedy else options.top_p)),
+    ]
+    if options.seed is not None:
+        pairs.append(("seed", repr(options.seed)))
+    pairs.append(("stream", "True"))
+    lines = [*_client_lines(api, key_variable), ""]
+    if messages is not None:
+        lines += [_messages(messages), f"stream = client.chat.completions.create({_kwargs(pairs)})"]
+        piece = "chunk.choices[0].delta.content"
+    else:
+        lines += [f"prompt = {prompt!r}", f"stream = client.completions.create({_kwargs(pairs)})"]
+        piece = "chunk.choices[0].text"
+    lines += [
+        "for chunk in stream:",
+        "    if chunk.choices:",
+        f"        print({piece} or '', end='', flush=True)",
+    ]
+    return "\n".join(lines)

@@ -8,13 +8,28 @@ only touched when already imported, to empty the CUDA cache after an unload.
 from __future__ import annotations
 
 import gc
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .engines.base import Engine
-from .errors import NotLoaded
+from .errors import InvalidOption, NotLoaded
+
+#: What a registry name may hold: what `%llm_use NAME` can take as typed, and what no card can
+#: render as markup or terminal codes.
+NAME_PATTERN = re.compile(r"[\w.-]+")
+
+
+def is_name(name: str) -> bool:
+    return NAME_PATTERN.fullmatch(name) is not None
+
+
+def check_name(name: str) -> None:
+    """Refuse an `--as NAME` that would make a registry name no one could type or see safely."""
+    if not is_name(name):
+        raise InvalidOption(f"--as {name!r}: use letters, digits, '.', '_' and '-' only.")
 
 
 @dataclass(frozen=True)

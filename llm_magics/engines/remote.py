@@ -58,6 +58,7 @@ from ..errors import (
     first_line,
 )
 from ..prompts import context_length_of
+from .remote_stream import BoundedTransport, Utf16Halves
 from .base import (
     EngineInfo,
     EngineKind,
@@ -123,18 +124,47 @@ class Endpoint:
             return False
 
 
+def _shown_url(url: str) -> str:
+    """`url` as it may be shown: without a `user:password@` before the host, a ?query or a #fragment."""
+    url = url.strip().partition("#")[0].partition("?")[0]
+    scheme, slashes, rest = url.partition("//")
+    if not slashes:
+        return url
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}//{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def parse_endpoint(url: str) -> Endpoint:
-    """`http://host:port[/prefix][/v1]` → Endpoint; raises `InvalidOption` for anything else."""
-    parts = urlsplit(url.strip())
+    """`http://host:port[/prefix][/v1]` → Endpoint; raises `InvalidOption` for anything else.
+
+    Nothing secret is ever echoed: a refused URL is shown without its user name and password,
+    and a query (`?api_key=…`, which the client would drop) is refused without being shown.
+    """
+    example = "such as http://127.0.0.1:8000/v1"
+    try:
+        parts = urlsplit(url.strip())
+        # urlsplit reads the port lazily: a port that is not a number raises here.
+        parts.port  # noqa: B018
+    except ValueError:
+        raise InvalidOption(
+            f"--endpoint {_shown_url(url)!r} is not a URL that can be read (its host in [ ] or "
+            f"its :port is malformed): give one {example}."
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidOption(
-            f"--endpoint needs an http:// or https:// URL such as http://127.0.0.1:8000/v1, not {url!r}."
+            f"--endpoint needs an http:// or https:// URL {example}, not {_shown_url(url)!r}."
         )
     if parts.username or parts.password:
         # A URL is shown on the card and in %llm_list: credentials in it would be shown too.
         raise InvalidOption(
             "Put no user name or password in the --endpoint URL: keep the key in an environment "
             "variable and name it with --api-key-env."
+        )
+    if parts.query or parts.fragment:
+        # Requests go to URL + route, so a query would be dropped; if it holds a key, it must not show.
+        raise InvalidOption(
+            "Put no ?query or #fragment in the --endpoint URL (it would not be sent): keep an API key "
+            "in an environment variable and name it with --api-key-env."
         )
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
@@ -208,15 +238,29 @@ def read_models(document: Any, url: str) -> ServedModels:
     return ServedModels(tuple(m["id"] for m in data), kind, context)
 
 
+#: Served ids named in one line; a server with thousands would otherwise fill the screen.
+LISTED_MODELS = 10
+
+
+def listing(ids: Sequence[str], url: str) -> str:
+    """What a server serves, as one short line: the first ids (as repr, so no id can carry
+    terminal codes or markup into the line) and how many more `url/models` lists."""
+    if not ids:
+        return "nothing"
+    shown = ", ".join(repr(i) for i in ids[:LISTED_MODELS])
+    more = len(ids) - LISTED_MODELS
+    return shown if more <= 0 else f"{shown} and {more:,} more (see {url}/models)"
+
+
 def choose_model(served: ServedModels, model: str | None, url: str) -> str:
     """MODEL, checked against what is served; with one served model MODEL may be left out."""
-    listing = ", ".join(served.ids) if served.ids else "nothing"
+    listing_ = listing(served.ids, url)
     if model is None:
         if len(served.ids) == 1:
             return served.ids[0]
-        raise ModelNotServed(f"{url} serves {listing}: name one as MODEL.")
+        raise ModelNotServed(f"{url} serves {listing_}: name one as MODEL.")
     if model not in served.ids:
-        raise ModelNotServed(f"{url} does not serve {model!r}; it serves {listing}.")
+        raise ModelNotServed(f"{url} does not serve {model!r}; it serves {listing_}.")
     return model
 
 
@@ -251,20 +295,25 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _server_message(body: Any, fallback: str) -> str:
+def _server_message(body: Any, fallback: str, redact: Callable[[str], str]) -> str:
     """The human part of an error body: OpenAI's {"error": {"message"}}, vLLM's {"message"},
-    FastAPI's {"detail"}, llama.cpp's {"error": {"message"}}."""
+    FastAPI's {"detail"}, llama.cpp's {"error": {"message"}}; `redact`ed before it is cut short,
+    so no part of a secret the server quoted survives."""
+
+    def said(text: str) -> str:
+        return first_line(Exception(redact(text)), 200)
+
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict):
             for key in ("message", "detail"):
                 if isinstance(inner.get(key), str):
-                    return first_line(Exception(inner[key]), 200)
+                    return said(inner[key])
         elif isinstance(inner, str):
-            return first_line(Exception(inner), 200)
+            return said(inner)
         if isinstance(body.get("detail"), str):
-            return first_line(Exception(body["detail"]), 200)
-    return first_line(Exception(fallback), 200) if fallback else ""
+            return said(body["detail"])
+    return said(fallback) if fallback else ""
 
 
 class _Server:
@@ -277,9 +326,14 @@ class _Server:
         self.endpoint, self.key_variable, self.timeouts = endpoint, key_variable, timeouts
         self.openai = _openai()
         self.http_lib = _http_library(self.openai)
-        timeout = self.http_lib.Timeout(timeouts.read, connect=timeouts.connect)
+        timeout = self._timeout(timeouts)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = self.openai.DefaultHttpxClient(timeout=timeout, headers=headers)
+        transport = BoundedTransport(
+            self.http_lib,
+            lambda: self.timeouts.read,
+            limits=getattr(self.openai, "DEFAULT_CONNECTION_LIMITS", None) or self.http_lib.Limits(),
+        )
+        self.http = self.openai.DefaultHttpxClient(timeout=timeout, headers=headers, transport=transport)
         self.client = self.openai.OpenAI(
             base_url=endpoint.api,
             api_key=key or _NO_KEY,
@@ -288,8 +342,24 @@ class _Server:
             timeout=timeout,
         )
 
+    def _timeout(self, timeouts: Timeouts) -> Any:
+        return self.http_lib.Timeout(timeouts.read, connect=timeouts.connect)
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Use `timeouts` from the next request on (the traits changed after `%llm_load`)."""
+        self.timeouts = timeouts
+        self.http.timeout = self.client.timeout = self._timeout(timeouts)
+
     def __repr__(self) -> str:
         return f"<_Server {self.endpoint.url}>"
+
+    def redact(self, text: str) -> str:
+        """`text` with the API key taken out: a server may quote the request's headers back."""
+        header = str(self.http.headers.get("authorization", ""))
+        for secret in (header, header.removeprefix("Bearer ")):
+            if secret:
+                text = text.replace(secret, "[API key]")
+        return text
 
     def close(self) -> None:
         self.client.close()
@@ -376,7 +446,12 @@ class _Server:
             return NotOpenAICompatible(f"{where} answered something not shaped like OpenAI's API.")
         if isinstance(exc, openai.APIError):
             # An {"error": …} event in the middle of a stream.
-            return ServerRejected(f"{where} reported an error: {_server_message(exc.body, exc.message)}")
+            return ServerRejected(
+                f"{where} reported an error: {_server_message(exc.body, exc.message, self.redact)}"
+            )
+        if isinstance(exc, UnicodeDecodeError):
+            # openai's event decoder reads each line as strict UTF-8.
+            return NotOpenAICompatible(f"{where} sent bytes that are not UTF-8 text in its answer.")
         if isinstance(exc, (json.JSONDecodeError, http.DecodingError)):
             return NotOpenAICompatible(f"{where} sent something that is not JSON in its answer.")
         if isinstance(exc, http.HTTPError):
@@ -392,7 +467,7 @@ class _Server:
         bad_request: Callable[[str], RemoteError] | None = None,
     ) -> RemoteError:
         where = self.endpoint.url
-        said = _server_message(body, "")
+        said = _server_message(body, "", self.redact)
         if status == 400 and bad_request is not None:
             return bad_request(said)
         if status in (401, 403):
@@ -558,6 +633,15 @@ class RemoteEngine:
     def context_window(self) -> int | None:
         return self.context_length
 
+    @property
+    def key_variable(self) -> str | None:
+        """The environment variable the API key came from (never the key)."""
+        return self._server.key_variable
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Wait as `timeouts` say from the next request on (`%config LlmMagics.remote_read_timeout`)."""
+        self._server.set_timeouts(timeouts)
+
     def close(self) -> int:
         self._session = None
         self._server.close()
@@ -669,6 +753,7 @@ class RemoteEngine:
         interrupted = False
         problem: str | None = None
         stream: Any = None
+        halves = Utf16Halves()
         try:
             try:
                 with self._server.errors():
@@ -678,7 +763,7 @@ class RemoteEngine:
                             usage = chunk.usage
                         # Usage-only chunks have no choices at all.
                         for choice in getattr(chunk, "choices", None) or []:
-                            piece = piece_of(choice)
+                            piece = halves.feed(piece_of(choice) or "")
                             if piece:
                                 if stats.time_to_first_token is None:
                                     stats.time_to_first_token = clock() - started
@@ -700,6 +785,7 @@ class RemoteEngine:
             if stream is not None:
                 stream.close()
             stats.seconds = clock() - started
+        text += halves.flush()
         if finish is None and not interrupted:
             # The stream ended without saying why: the server went away mid-reply.
             if not text:
@@ -715,7 +801,13 @@ class RemoteEngine:
             counted = self._count_text(text) if text else 0
             stats.new_tokens = pieces if counted is None else counted
         reason = FinishReason.INTERRUPTED if interrupted else _FINISH.get(finish or "stop") or eos_reason
-        return Reply(text=text, finish_reason=reason, stats=stats, problem=problem)
+        notes = []
+        if halves.replaced:
+            notes.append(
+                f"the server sent {halves.replaced} lone UTF-16 half (surrogate){'s' if halves.replaced > 1 else ''}, "
+                "shown as �"
+            )
+        return Reply(text=text, finish_reason=reason, stats=stats, problem=problem, notes=notes)
 
     def _model_gone(self, error: ModelNotServed) -> ModelNotServed:
         """A 404 on a generation route: say what the server serves now."""
@@ -725,9 +817,9 @@ class RemoteEngine:
             return error
         if self.model in served.ids:
             return error
-        listing = ", ".join(served.ids) or "nothing"
         return ModelNotServed(
-            f"{self.endpoint.api} no longer serves {self.model!r}; it serves {listing} (%llm_load it again)."
+            f"{self.endpoint.api} no longer serves {self.model!r}; it serves "
+            f"{listing(served.ids, self.endpoint.api)} (%llm_load it again)."
         )
 
     # -- counting -------------------------------------------------------------------------------
@@ -1061,6 +1153,7 @@ __all__ = [
     "Timeouts",
     "TokenizingRemoteEngine",
     "choose_model",
+    "listing",
     "connect",
     "parse_endpoint",
     "next_token_hint",

@@ -6,9 +6,9 @@ import weakref
 from argparse import Namespace
 from typing import Any
 
-from IPython.core.magic import line_magic
+from IPython.core.magic import line_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Enum, Float, Unicode
+from traitlets import Bool, Enum, Float, Unicode, observe
 
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, StatusLine
@@ -16,7 +16,7 @@ from ..display.pipe import CodeBlock
 from ..engines.base import EngineInfo, HoldsModel
 from ..errors import InvalidOption
 from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
-from ..registry import find_holders, memory_in_use
+from ..registry import check_name, find_holders, is_name, memory_in_use
 from ._base import SessionMagics, parse, show
 
 
@@ -47,6 +47,16 @@ class ModelMagics(SessionMagics):
         min=0.1,
         help="Seconds to wait for each part of a server's answer (the gap between two streamed tokens).",
     ).tag(config=True)
+
+    @observe("remote_connect_timeout", "remote_read_timeout")
+    def _remote_timeouts_changed(self, change: Any) -> None:
+        """A changed timeout reaches the servers already connected, not only the next %llm_load."""
+        from ..engines import remote
+
+        timeouts = remote.Timeouts(self.remote_connect_timeout, self.remote_read_timeout)
+        for engine in self.registry:
+            if isinstance(engine, remote.RemoteEngine):
+                engine.set_timeouts(timeouts)
 
     @magic_arguments()
     @argument(
@@ -90,6 +100,7 @@ class ModelMagics(SessionMagics):
         help="With --endpoint: a local tokenizer for %%tokens, for servers without /tokenize.",
     )
     @argument("--code", action="store_true", help="Also show the plain transformers code for this load.")
+    @no_var_expand
     @line_magic
     def llm_load(self, line: str = "") -> None:
         """Load an open causal LM into this session and make it the active model.
@@ -198,6 +209,8 @@ class ModelMagics(SessionMagics):
                 f"{', '.join(given)} is about loading weights here; it has no meaning with --endpoint."
             )
         name = args.name
+        if name is not None:
+            check_name(name)
         if name is not None and name in self.registry and not args.reload:
             show(
                 Notice(
@@ -213,6 +226,16 @@ class ModelMagics(SessionMagics):
             name=name,
             timeouts=remote.Timeouts(self.remote_connect_timeout, self.remote_read_timeout),
         )
+        if not is_name(engine.name):
+            engine.close()
+            raise InvalidOption(
+                f"The served id {engine.model!r} makes no registry name that %llm_use could take: "
+                "add --as NAME (letters, digits, '.', '_' and '-')."
+            )
+        if args.code:
+            from ..code import remote_load_code
+
+            show(CodeBlock(remote_load_code(engine.endpoint.api, engine.model, engine.key_variable)))
         if engine.name in self.registry and not args.reload:
             engine.close()
             show(
@@ -229,6 +252,7 @@ class ModelMagics(SessionMagics):
         self.registry.add(engine)
         show(ModelCard(engine.describe()))
 
+    @no_var_expand
     @line_magic
     def llm_list(self, line: str = "") -> None:
         """Show the loaded models: name, source, quantization, dtype, device, footprint; * marks the active one."""
@@ -238,6 +262,7 @@ class ModelMagics(SessionMagics):
 
     @magic_arguments()
     @argument("name", help="A loaded model's name (see %%llm_list).")
+    @no_var_expand
     @line_magic
     def llm_use(self, line: str = "") -> None:
         """Make a loaded model the active one, used when a magic gets no NAME.
@@ -253,6 +278,7 @@ class ModelMagics(SessionMagics):
     @magic_arguments()
     @argument("name", nargs="?", default=None, help="The model to unload (default: the active one).")
     @argument("--all", action="store_true", help="Unload every model.")
+    @no_var_expand
     @line_magic
     def llm_unload(self, line: str = "") -> None:
         """Free a model's memory (its conversation and cache go with it).
