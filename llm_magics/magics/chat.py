@@ -15,7 +15,7 @@ from argparse import Namespace
 from collections.abc import Callable
 from typing import Any
 
-from IPython.core.magic import cell_magic, line_magic
+from IPython.core.magic import cell_magic, line_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, Unicode
 
@@ -23,6 +23,7 @@ from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
 from ..display.pipe import CodeBlock
 from ..engines.base import Chats, Completes, Engine, ExplainsLimits, GenerationOptions, PreparedTurn, Reply
+from ..engines.remote import RemoteEngine
 from ..engines.transformers import TransformersEngine, decoding
 from ..errors import GenerationInterrupted, InvalidOption, NotLoaded
 from ._base import SessionMagics, parse, show
@@ -125,6 +126,7 @@ class ChatMagics(SessionMagics):
         help="Also send the message to these loaded models (each keeps its own conversation); replies side by side.",
     )
     @_generation_arguments
+    @no_var_expand
     @cell_magic
     def llm_chat(self, line: str, cell: str) -> None:
         """Send the cell as a message to a loaded model and stream its reply.
@@ -176,20 +178,8 @@ class ChatMagics(SessionMagics):
         for engine, _, prepared in turns:
             self._notices(engine, prepared)
         if args.code:
-            from ..code import chat_code
-
             engine, _, prepared = turns[0]
-            show(
-                CodeBlock(
-                    chat_code(
-                        engine.plan if isinstance(engine, TransformersEngine) else None,
-                        prepared.messages,
-                        options,
-                        plain_template=prepared.plain_template,
-                        fallback=engine.describe().source,
-                    )
-                )
-            )
+            show(CodeBlock(_code(engine, options, messages=prepared.messages, plain=prepared.plain_template)))
         if len(turns) == 1:
             engine, session, prepared = turns[0]
             with self._stream(ReplyView, args) as stream:
@@ -207,22 +197,32 @@ class ChatMagics(SessionMagics):
         """`--compare`: the models answer one after another, each streaming into its own column."""
         columns = [Column(engine.name) for engine, _, _ in turns]
         replies: dict[str, Reply] = {}
+        # A compared turn commits to every conversation or to none: if a later model fails (its
+        # server is down), the turns already answered are taken back.
+        before = [Conversation(session.conversation.messages) for _, session, _ in turns]
         handle = None
-        for index, (engine, session, prepared) in enumerate(turns):
+        try:
+            for index, (engine, session, prepared) in enumerate(turns):
 
-            def view(text: str, footer: str, state: ViewState, index: int = index) -> CompareView:
-                columns[index] = Column(columns[index].name, text, footer, state)
-                return CompareView(columns)
+                def view(text: str, footer: str, state: ViewState, index: int = index) -> CompareView:
+                    columns[index] = Column(columns[index].name, text, footer, state)
+                    return CompareView(columns)
 
-            with self._stream(view, args, prefix=f"── {engine.name} ──\n", handle=handle) as stream:
-                reply = session.respond(prepared, options, on_text=stream.update)
-                stream.finish(reply, _footer(reply, engine))
-            handle = stream.handle
-            replies[engine.name] = reply
-            if args.new:
+                with self._stream(view, args, prefix=f"── {engine.name} ──\n", handle=handle) as stream:
+                    reply = session.respond(prepared, options, on_text=stream.update)
+                    stream.finish(reply, _footer(reply, engine))
+                handle = stream.handle
+                replies[engine.name] = reply
+                if reply.interrupted:
+                    break
+        except BaseException:
+            for (_, session, _), conversation in zip(turns, before, strict=True):
+                if session.conversation.messages != conversation.messages:
+                    session.replace(conversation)
+            raise
+        if args.new:
+            for engine, session, _ in turns[: len(replies)]:
                 engine.adopt(session)
-            if reply.interrupted:
-                break
         texts = {name: reply.text for name, reply in replies.items()}
         self.user_ns["_llm_reply"] = texts
         if args.out:
@@ -234,6 +234,7 @@ class ChatMagics(SessionMagics):
     @magic_arguments()
     @argument("name", nargs="?", help="Loaded model to use (default: the active one).")
     @_generation_arguments
+    @no_var_expand
     @cell_magic
     def llm_complete(self, line: str, cell: str) -> None:
         """Continue the cell's text with a loaded model: raw completion, no chat template.
@@ -254,18 +255,7 @@ class ChatMagics(SessionMagics):
         prompt = text[:-1] if text.endswith("\n") else text
         check_text(prompt, "The prompt")
         if args.code:
-            from ..code import complete_code
-
-            show(
-                CodeBlock(
-                    complete_code(
-                        engine.plan if isinstance(engine, TransformersEngine) else None,
-                        prompt,
-                        options,
-                        fallback=engine.describe().source,
-                    )
-                )
-            )
+            show(CodeBlock(_code(engine, options, prompt=prompt)))
 
         def view(continuation: str, footer: str, state: ViewState) -> Any:
             return CompletionView(prompt, continuation, footer, state)
@@ -281,6 +271,7 @@ class ChatMagics(SessionMagics):
     @argument("--save", metavar="PATH", help="Write the conversation to PATH (.json or .md).")
     @argument("--load", metavar="PATH", help="Replace the conversation with the one in PATH (.json or .md).")
     @argument("--force", action="store_true", help="Let --save replace a file that it did not write.")
+    @no_var_expand
     @line_magic
     def llm_history(self, line: str) -> None:
         """Show a model's conversation, or save it to a file and load it back.
@@ -321,6 +312,7 @@ class ChatMagics(SessionMagics):
 
     @magic_arguments()
     @argument("name", nargs="?", help="Loaded model whose conversation to forget (default: the active one).")
+    @no_var_expand
     @line_magic
     def llm_reset(self, line: str) -> None:
         """Forget a model's conversation (and its cached keys and values); the next chat starts fresh.
@@ -435,11 +427,35 @@ class ChatMagics(SessionMagics):
         )
 
 
+def _code(
+    engine: Engine,
+    options: GenerationOptions,
+    *,
+    messages: list[Any] | None = None,
+    prompt: str | None = None,
+    plain: bool = False,
+) -> str:
+    """`--code`: the transformers code of a local model, the `openai` call of a model on a server
+    (transformers code could not run it: there are no weights here)."""
+    from .. import code
+
+    if isinstance(engine, RemoteEngine):
+        return code.remote_generate_code(
+            engine.endpoint.api, engine.model, engine.key_variable, options, messages=messages, prompt=prompt
+        )
+    plan = engine.plan if isinstance(engine, TransformersEngine) else None
+    fallback = engine.describe().source
+    if messages is not None:
+        return code.chat_code(plan, messages, options, plain_template=plain, fallback=fallback)
+    assert prompt is not None
+    return code.complete_code(plan, prompt, options, fallback=fallback)
+
+
 def _footer(reply: Reply, engine: Engine) -> str:
     from ..display.chat import footer_text
 
     footer = footer_text(reply.stats, reply.finish_reason, engine.name)
-    return f"{footer} · {reply.problem}" if reply.problem else footer
+    return " · ".join([footer, *([reply.problem] if reply.problem else []), *reply.notes])
 
 
 def _why_not(engine: Engine, capability: type) -> str:

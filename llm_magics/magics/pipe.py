@@ -5,13 +5,13 @@ from __future__ import annotations
 from argparse import Namespace
 from typing import Any
 
-from IPython.core.magic import line_cell_magic
+from IPython.core.magic import line_cell_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
 from ..engines import removed_tasks
-from ..engines.base import Engine
+from ..engines.base import Engine, GenerationOptions
 from ..engines.pipeline import PipelineEngine, TextGenerationEngine
 from ..engines.transformers import TransformersEngine
 from ..errors import HubUnreachable, InvalidOption, ModelLoadFailed
@@ -22,6 +22,8 @@ from .models import ModelMagics
 _GENERATING = ("text-generation", "summarization", "translation")
 _GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
 _AGGREGATIONS = ("none", "simple", "first", "average", "max")
+#: Tasks whose pipeline takes no top_k (token-classification would raise a TypeError deep inside).
+_NO_TOP_K = ("token-classification", "zero-shot-classification")
 
 
 class PipeMagics(ModelMagics, ChatMagics):
@@ -75,6 +77,7 @@ class PipeMagics(ModelMagics, ChatMagics):
     @argument("--out", metavar="VAR", help="Also keep the raw output in VAR (it is always in _llm_pipe).")
     @argument("--code", action="store_true", help="Also show the plain transformers code for this cell.")
     @argument("--no-interpolate", action="store_true", help="Leave {name} references in the cell as written.")
+    @no_var_expand
     @line_cell_magic
     def llm_pipe(self, line: str, cell: str | None = None) -> None:
         """Run a Pipeline API task (`pipeline("sentiment-analysis")` …) and show its result.
@@ -129,6 +132,7 @@ class PipeMagics(ModelMagics, ChatMagics):
         try:
             if engine is None:
                 engine = self._load_pipe(task, plan, args, default, status, config)
+            _check_against_model(engine, task, inputs, options)
             status.update(f"running on {len(inputs) if isinstance(inputs, list) else 1} input(s)")
             raw = self._run_pipe(engine, task, inputs, options)
         except BaseException:
@@ -216,6 +220,8 @@ class PipeMagics(ModelMagics, ChatMagics):
         if base in _GENERATING:
             options.update(self._generate_options(args))
         elif args.top_k is not None:
+            if base in _NO_TOP_K:
+                raise InvalidOption(f"--top-k is not an option of {task}: it gives one answer per word or label.")
             if args.top_k < 1:
                 raise InvalidOption(f"--top-k must be 1 or more; got {args.top_k}.")
             options["top_k"] = args.top_k
@@ -269,11 +275,13 @@ class PipeMagics(ModelMagics, ChatMagics):
         from .. import loading
         from ..engines import pipeline as tasks
 
-        for name in (args.model, args.name):
-            if name is not None and name in self.registry:
-                engine = self.registry.get(name)
-                self._check_fits(engine, task)
-                return engine, _plan_of(engine), False, None
+        if args.name is not None and args.name in self.registry and args.name != args.model:
+            engine = self._named_by_as(task, args)
+            return engine, _plan_of(engine), False, None
+        if args.model is not None and args.model in self.registry:
+            engine = self.registry.get(args.model)
+            self._check_fits(engine, task)
+            return engine, _plan_of(engine), False, None
         default = None
         model = args.model
         revision = args.revision
@@ -306,6 +314,25 @@ class PipeMagics(ModelMagics, ChatMagics):
                 f"Add --as NAME to load {plan.source.label} for {task} beside it."
             )
         return None, plan, True, default
+
+    def _named_by_as(self, task: str, args: Namespace) -> Engine:
+        """`--as NAME` where NAME is loaded: that model again when it is the one --model names (or no
+        --model is given) and it can do the task; otherwise the name is taken, and nothing runs."""
+        from .. import loading
+
+        engine = self.registry.get(args.name)
+        known = _plan_of(engine)
+        same = args.model is None or (
+            args.model not in self.registry
+            and known is not None
+            and loading.resolve_source(args.model) == known.source
+        )
+        if same and _can_run(engine, task):
+            return engine
+        raise InvalidOption(
+            f"--as {args.name}: that name is taken by {engine.describe().source} "
+            f"({_task_of(engine) or 'a chat model'}); pick another NAME for this pipeline, or %llm_unload it first."
+        )
 
     def _check_fits(self, engine: Engine, task: str) -> None:
         from ..engines import pipeline as tasks
@@ -438,6 +465,37 @@ class PipeMagics(ModelMagics, ChatMagics):
 
 
 __all__ = ["PipeMagics"]
+
+
+def _check_against_model(engine: Engine, task: str, inputs: str | list[str], options: dict[str, Any]) -> None:
+    """Options that only the model can bound, checked before it runs (the engine is not registered
+    yet, so a refusal changes nothing): fill-mask's --top-k within the vocabulary; text-generation's
+    prompt and --max-new-tokens within the context, as %%llm_chat checks them (past it a model with
+    learned positions fails with an IndexError, one with rotary ones never stops)."""
+    from ..engines import pipeline as tasks
+
+    name = tasks.task_info(task).name
+    model = getattr(engine, "model", None)
+    vocabulary = getattr(getattr(model, "config", None), "vocab_size", None)
+    if name == "fill-mask" and isinstance(vocabulary, int) and options.get("top_k", 0) > vocabulary:
+        raise InvalidOption(
+            f"--top-k {options['top_k']}: {engine.name} has {vocabulary:,} tokens to choose from; ask for fewer."
+        )
+    if name != "text-generation" or "max_new_tokens" not in options:
+        return
+    context = engine.context_window()
+    if context is None:
+        return
+    GenerationOptions(max_new_tokens=options["max_new_tokens"]).validate(context)
+    tokenizer = getattr(engine, "tokenizer", None)
+    if tokenizer is None:
+        return
+    longest = max(len(tokenizer(text)["input_ids"]) for text in ([inputs] if isinstance(inputs, str) else inputs))
+    if longest + options["max_new_tokens"] > context:
+        raise InvalidOption(
+            f"The input needs {longest} tokens and --max-new-tokens {options['max_new_tokens']} more, but "
+            f"{engine.name}'s context is {context} tokens: shorten the input or lower --max-new-tokens."
+        )
 
 
 def _task_of(engine: Engine) -> str | None:
