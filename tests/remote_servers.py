@@ -452,3 +452,125 @@ class FakeVllm:
 
 def exp(logprob: float) -> float:
     return math.exp(logprob)
+
+
+# --------------------------------------------------------------------------- a misbehaving server
+
+
+@dataclass
+class Misbehaving:
+    """A small OpenAI-shaped server on 127.0.0.1 that misbehaves as `mode` says, every loop bounded
+    (at most `limit` seconds of trickling or comments) so that no test can hang:
+
+    - "slow-models": `/v1/models` answers its headers, then one byte each `gap` seconds;
+    - "comments": streams only `: keep-alive` comments, one each `gap` seconds;
+    - "bad-bytes": streams `good` tokens, then a chunk that is not UTF-8 (`bad_first`: no token before);
+    - "halves": streams an emoji as two UTF-16 halves in two chunks, then a lone `\\ud800`;
+    - "quote-key": refuses every generation with an error that quotes the Authorization header.
+    `ids` are the model ids `/v1/models` lists."""
+
+    mode: str = "ok"
+    ids: Sequence[str] = ("m",)
+    gap: float = 0.05
+    limit: float = 3.0
+    good: int = 2
+    bad_first: bool = False
+    url: str = ""
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Misbehaving:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                fake.models(self)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                try:
+                    fake.generate(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def models(self, request: BaseHTTPRequestHandler) -> None:
+        data = json.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in self.ids]}).encode()
+        request.send_response(200)
+        request.send_header("content-type", "application/json")
+        request.send_header("content-length", str(len(data)))
+        request.end_headers()
+        if self.mode != "slow-models":
+            request.wfile.write(data)
+            return
+        deadline = time.monotonic() + self.limit
+        try:
+            for byte in data:
+                if time.monotonic() > deadline:
+                    break
+                request.wfile.write(bytes([byte]))
+                request.wfile.flush()
+                time.sleep(self.gap)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        request.close_connection = True
+
+    def generate(self, request: BaseHTTPRequestHandler) -> None:
+        if self.mode == "quote-key":
+            said = f"Bad request; headers were: Authorization: {request.headers.get('authorization')}"
+            body = json.dumps({"object": "error", "message": said, "type": "BadRequestError", "code": 400})
+            data = body.encode()
+            request.send_response(400)
+            request.send_header("content-type", "application/json")
+            request.send_header("content-length", str(len(data)))
+            request.end_headers()
+            request.wfile.write(data)
+            return
+        request.send_response(200)
+        request.send_header("content-type", "text/event-stream")
+        request.send_header("connection", "close")
+        request.end_headers()
+        request.close_connection = True
+
+        def event(content: str) -> None:
+            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": self.ids[0]}
+            chunk["choices"] = [{"index": 0, "delta": {"content": content}}]
+            request.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            request.wfile.flush()
+
+        if self.mode == "comments":
+            deadline = time.monotonic() + self.limit
+            while time.monotonic() < deadline:
+                request.wfile.write(b": keep-alive\n\n")
+                request.wfile.flush()
+                time.sleep(self.gap)
+            return
+        if self.mode == "bad-bytes":
+            for i in range(0 if self.bad_first else self.good):
+                event(f"t{i} ")
+            request.wfile.write(b'data: {"choices": [{"delta": {"content": "\xff\xfe"}}]}\n\n')
+            request.wfile.flush()
+            return
+        if self.mode == "halves":
+            event("smile ")
+            event("\ud83d")
+            event("\ude00")
+            event(" lone \ud800 end")
+        end = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": self.ids[0]}
+        end["choices"] = [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+        request.wfile.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+        request.wfile.flush()

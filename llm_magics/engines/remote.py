@@ -30,6 +30,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -124,6 +125,10 @@ class Endpoint:
             return False
 
 
+#: A host (a name, or an IPv6 address in brackets) and an optional :port, nothing else.
+_HOST_AND_PORT = re.compile(r"(\[[^\[\]]*\]|[^\[\]:]*)(:\d*)?")
+
+
 def _shown_url(url: str) -> str:
     """`url` as it may be shown: without a `user:password@` before the host, a ?query or a #fragment."""
     url = url.strip().partition("#")[0].partition("?")[0]
@@ -145,6 +150,8 @@ def parse_endpoint(url: str) -> Endpoint:
         parts = urlsplit(url.strip())
         # urlsplit reads the port lazily: a port that is not a number raises here.
         parts.port  # noqa: B018
+        if not _HOST_AND_PORT.fullmatch(parts.netloc.rpartition("@")[2]):
+            raise ValueError("text after the host")
     except ValueError:
         raise InvalidOption(
             f"--endpoint {_shown_url(url)!r} is not a URL that can be read (its host in [ ] or "

@@ -8,6 +8,7 @@ from typing import Any
 from IPython.core.magic import line_cell_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from ..conversation import check_text
 from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
 from ..engines import removed_tasks
@@ -163,6 +164,8 @@ class PipeMagics(ModelMagics, ChatMagics):
                 lines = [row.strip() for row in text.splitlines() if row.strip()]
                 if not lines:
                     raise InvalidOption("The cell has no lines to run: write one input per line.")
+                for number, row in enumerate(lines, 1):
+                    check_text(row, f"Line {number}")
                 return lines
             text = text.strip()
         else:
@@ -173,6 +176,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             raise InvalidOption(
                 f"No input: write the text after %llm_pipe {args.task} (or in the cell with %%llm_pipe)."
             )
+        check_text(text, "The input")
         return text
 
     def _pipe_options(self, task: str, args: Namespace) -> dict[str, Any]:
