@@ -509,7 +509,9 @@ class Misbehaving:
             self._server.server_close()
 
     def models(self, request: BaseHTTPRequestHandler) -> None:
-        data = json.dumps({"object": "list", "data": [{"id": i, "object": "model"} for i in self.ids]}).encode()
+        data = json.dumps(
+            {"object": "list", "data": [{"id": i, "object": "model"} for i in self.ids]}
+        ).encode()
         request.send_response(200)
         request.send_header("content-type", "application/json")
         request.send_header("content-length", str(len(data)))

@@ -158,7 +158,10 @@ def test_option_values_follow_the_cells_rule(shell, room):
 # --------------------------------------------------------------------------- --compare
 
 COMPARE_CASES = (
-    [(f"%%llm_chat --compare beta --temperature {t}\nHi", "InvalidOption", "--temperature") for t in BAD_TEMPERATURES]
+    [
+        (f"%%llm_chat --compare beta --temperature {t}\nHi", "InvalidOption", "--temperature")
+        for t in BAD_TEMPERATURES
+    ]
     + [
         (f"%%llm_chat alpha --compare beta gamma --temperature={t}\nHi", "InvalidOption", "--temperature")
         for t in BAD_TEMPERATURES
@@ -219,7 +222,9 @@ COMPARE_LATER = [
 
 
 @pytest.mark.parametrize(
-    ("line", "error", "fragment"), COMPARE_CASES + COMPARE_LATER, ids=[c[0][:60] for c in COMPARE_CASES + COMPARE_LATER]
+    ("line", "error", "fragment"),
+    COMPARE_CASES + COMPARE_LATER,
+    ids=[c[0][:60] for c in COMPARE_CASES + COMPARE_LATER],
 )
 def test_hostile_compare_is_one_line(shell, three, tmp_path, line, error, fragment):
     refused(shell, tmp_path, line, error, fragment)
@@ -229,7 +234,13 @@ def test_hostile_compare_is_one_line(shell, three, tmp_path, line, error, fragme
 @pytest.mark.parametrize("failing", [1, 2])
 def test_a_compared_turn_commits_to_all_or_none(shell, three, tmp_path, failing):
     three[failing].fail_with = GenerationFailed("Out of memory while generating.")
-    refused(shell, tmp_path, "%%llm_chat --compare beta gamma --max-new-tokens 20\nHi", "GenerationFailed", "Out of memory")
+    refused(
+        shell,
+        tmp_path,
+        "%%llm_chat --compare beta gamma --max-new-tokens 20\nHi",
+        "GenerationFailed",
+        "Out of memory",
+    )
 
 
 def test_compare_with_a_failing_server_changes_no_conversation(shell, room, fake, tmp_path):
@@ -267,14 +278,26 @@ PIPE_CASES = (
         ("%llm_pipe zero-shot-classification Hi", "InvalidOption", "--labels"),
         ("%llm_pipe zero-shot-classification --labels ' , ' Hi", "InvalidOption", "--labels"),
         ("%llm_pipe zero-shot-classification --labels a --hypothesis-template x Hi", "InvalidOption", "{}"),
-        ("%llm_pipe sentiment-analysis --model {sentiment} --temperature 1 Hi", "InvalidOption", "generating"),
+        (
+            "%llm_pipe sentiment-analysis --model {sentiment} --temperature 1 Hi",
+            "InvalidOption",
+            "generating",
+        ),
         ("%llm_pipe sentiment-analysis --model {sentiment} --seed 1 Hi", "InvalidOption", "generating"),
         ("%llm_pipe sentiment-analysis --model {sentiment} --top-k 0 Hi", "InvalidOption", "--top-k"),
         ("%llm_pipe sentiment-analysis --model {sentiment} --lines Hi", "InvalidOption", "--lines"),
         ("%llm_pipe sentiment-analysis --model {sentiment}", "InvalidOption", "No input"),
         ("%llm_pipe sentiment-analysis --model {sentiment} {test_bad}", "InvalidOption", "lone surrogate"),
-        ("%%llm_pipe sentiment-analysis --model {sentiment}\nbad {test_bad}", "InvalidOption", "lone surrogate"),
-        ("%%llm_pipe sentiment-analysis --model {sentiment} --lines\nok\n{test_bad}", "InvalidOption", "Line 2"),
+        (
+            "%%llm_pipe sentiment-analysis --model {sentiment}\nbad {test_bad}",
+            "InvalidOption",
+            "lone surrogate",
+        ),
+        (
+            "%%llm_pipe sentiment-analysis --model {sentiment} --lines\nok\n{test_bad}",
+            "InvalidOption",
+            "Line 2",
+        ),
         ("%%llm_pipe sentiment-analysis --model {sentiment} --lines\n \n", "InvalidOption", "no lines"),
         ("%%llm_pipe sentiment-analysis --model {sentiment} Hi\ncell", "InvalidOption", "from the cell"),
         ("%llm_pipe question-answering --model {qa} Who is it", "InvalidOption", "--context"),
@@ -287,10 +310,22 @@ PIPE_CASES = (
         ("%llm_pipe sentiment-analysis --model {sentiment} --as 'bad name!' Hi", "InvalidOption", "--as"),
         ("%llm_pipe sentiment-analysis --model {sentiment} --as '<img>' Hi", "InvalidOption", "--as"),
         # bounded by the model itself, checked before it runs
-        ("%llm_pipe fill-mask --model {mlm} --top-k 1000000000 Paris is the [MASK].", "InvalidOption", "tokens"),
+        (
+            "%llm_pipe fill-mask --model {mlm} --top-k 1000000000 Paris is the [MASK].",
+            "InvalidOption",
+            "tokens",
+        ),
         ("%llm_pipe text-generation --model {gpt2} --max-new-tokens 300 Once", "InvalidOption", "context"),
-        ("%llm_pipe text-generation --model {gpt2} --max-new-tokens 250 " + "Once " * 10, "InvalidOption", "context"),
-        ("%llm_pipe text-generation --model {llama} --max-new-tokens 1000000 Once", "InvalidOption", "context"),
+        (
+            "%llm_pipe text-generation --model {gpt2} --max-new-tokens 250 " + "Once " * 10,
+            "InvalidOption",
+            "context",
+        ),
+        (
+            "%llm_pipe text-generation --model {llama} --max-new-tokens 1000000 Once",
+            "InvalidOption",
+            "context",
+        ),
     ]
 )
 
@@ -313,11 +348,19 @@ def test_hostile_pipe_is_one_line(shell, room, folders, tmp_path, line, error, f
 def test_as_with_another_model_never_reruns_the_first(shell, room, folders, tmp_path):
     assert run(shell, f"%llm_pipe sentiment-analysis --model {folders['sentiment']} --as s1 Hi")[0].success
     assert run(shell, f"%llm_pipe sentiment-analysis --model {folders['sentiment']} --as s1 Hi")[0].success
-    refused(shell, tmp_path, f"%llm_pipe sentiment-analysis --model {folders['nli']} --as s1 Hi", "InvalidOption", "taken")
+    refused(
+        shell,
+        tmp_path,
+        f"%llm_pipe sentiment-analysis --model {folders['nli']} --as s1 Hi",
+        "InvalidOption",
+        "taken",
+    )
 
 
 def test_pipe_text_runs_no_code(shell, room, folders):
-    result, _ = run(shell, f"%llm_pipe sentiment-analysis --model {folders['sentiment']} {{1+1}} and {{test_secret}}")
+    result, _ = run(
+        shell, f"%llm_pipe sentiment-analysis --model {folders['sentiment']} {{1+1}} and {{test_secret}}"
+    )
     assert result.success
     assert magics(shell).registry.names()[-1] == "tiny-sentiment"
 
@@ -359,7 +402,16 @@ ENDPOINT_CASES = (
     + [(f"%llm_load --endpoint {url}", "InvalidOption", "--endpoint") for url in SECRET_URLS]
     + [
         (f"%llm_load --endpoint http://127.0.0.1:1/v1 --as {name}", "InvalidOption", "--as")
-        for name in ("'bad name!'", "'<img src=x>'", "'a\x1b[31m'", "'al\u202epha'", "../x", "'a b'", "'x;y'", "''")
+        for name in (
+            "'bad name!'",
+            "'<img src=x>'",
+            "'a\x1b[31m'",
+            "'al\u202epha'",
+            "../x",
+            "'a b'",
+            "'x;y'",
+            "''",
+        )
     ]
     + [
         (f"%llm_load --endpoint http://127.0.0.1:1/v1 {flag}", "InvalidOption", flag.split()[0])
@@ -374,7 +426,11 @@ ENDPOINT_CASES = (
         )
     ]
     + [
-        ("%llm_load --endpoint http://127.0.0.1:1/v1 --api-key-env TEST_NOT_SET_ANYWHERE", "InvalidOption", "not set"),
+        (
+            "%llm_load --endpoint http://127.0.0.1:1/v1 --api-key-env TEST_NOT_SET_ANYWHERE",
+            "InvalidOption",
+            "not set",
+        ),
         ("%llm_load --endpoint", "UsageError", "expected one argument"),
     ]
 )
@@ -384,7 +440,9 @@ def test_endpoint_battery_is_big_enough():
     assert len(ENDPOINT_CASES + SERVER_CASES) >= 60
 
 
-@pytest.mark.parametrize(("line", "error", "fragment"), ENDPOINT_CASES, ids=[c[0][:60] for c in ENDPOINT_CASES])
+@pytest.mark.parametrize(
+    ("line", "error", "fragment"), ENDPOINT_CASES, ids=[c[0][:60] for c in ENDPOINT_CASES]
+)
 def test_hostile_endpoint_is_one_line_and_shows_no_secret(shell, room, tmp_path, line, error, fragment):
     captured = refused(shell, tmp_path, line, error, fragment)
     assert SECRET not in captured.stdout + captured.stderr
@@ -402,8 +460,14 @@ def served(fake, shell, room, monkeypatch):
 # On a connected server, each refused before a request is sent.
 SERVER_CASES = (
     [(f"%%llm_chat far --temperature {t}\nHi", "InvalidOption", "--temperature") for t in BAD_TEMPERATURES]
-    + [(f"%%llm_complete far --temperature {t}\nOnce", "InvalidOption", "--temperature") for t in BAD_TEMPERATURES[:4]]
-    + [(f"%llm_next --model far --temperature {t} Hi", "InvalidOption", "--temperature") for t in BAD_TEMPERATURES[:4]]
+    + [
+        (f"%%llm_complete far --temperature {t}\nOnce", "InvalidOption", "--temperature")
+        for t in BAD_TEMPERATURES[:4]
+    ]
+    + [
+        (f"%llm_next --model far --temperature {t} Hi", "InvalidOption", "--temperature")
+        for t in BAD_TEMPERATURES[:4]
+    ]
     + [
         ("%%llm_chat far --max-new-tokens 2048\nHi", "InvalidOption", "leaves no room"),
         ("%%llm_chat far --top-p 0\nHi", "InvalidOption", "--top-p"),
@@ -485,11 +549,15 @@ def test_a_server_quoting_the_key_never_shows_it(shell, room, bad, tmp_path, mon
 
 def test_ten_thousand_models_make_a_short_line(shell, room, bad, tmp_path):
     server = bad("ok", ids=[f"org/model-{i}" for i in range(10_000)])
-    captured = refused(shell, tmp_path, f"%llm_load nosuch --endpoint {server.url}", "ModelNotServed", "9,990 more")
+    captured = refused(
+        shell, tmp_path, f"%llm_load nosuch --endpoint {server.url}", "ModelNotServed", "9,990 more"
+    )
     assert len(captured.stdout + captured.stderr) < 1000
 
 
-@pytest.mark.parametrize("served_id", ["<img src=x onerror=alert(1)>", "a\x1b[31mred", "two words", "al\u202epha"])
+@pytest.mark.parametrize(
+    "served_id", ["<img src=x onerror=alert(1)>", "a\x1b[31mred", "two words", "al\u202epha"]
+)
 def test_a_served_id_that_makes_no_name_needs_as(shell, room, bad, tmp_path, served_id):
     server = bad("ok", ids=[served_id])
     refused(shell, tmp_path, f"%llm_load --endpoint {server.url}", "InvalidOption", "--as NAME")
@@ -497,16 +565,25 @@ def test_a_served_id_that_makes_no_name_needs_as(shell, room, bad, tmp_path, ser
 
 
 def test_code_on_a_remote_model_is_the_openai_call(shell, served):
-    result, captured = run(shell, f"%llm_load --endpoint {served.url} --as far2 --api-key-env TEST_CLASS_KEY --code")
+    result, captured = run(
+        shell, f"%llm_load --endpoint {served.url} --as far2 --api-key-env TEST_CLASS_KEY --code"
+    )
     assert result.success and "client.models.list()" in shown_text(captured)
     result, captured = run(shell, "%%llm_chat far --code --max-new-tokens 5\nHi")
     assert result.success
-    code = next(out.data["text/plain"] for out in captured.outputs if "OpenAI(" in out.data.get("text/plain", ""))
+    code = next(
+        out.data["text/plain"] for out in captured.outputs if "OpenAI(" in out.data.get("text/plain", "")
+    )
     compile(code, "<code>", "exec")
     assert "client.chat.completions.create" in code and KEY not in code and "TEST_CLASS_KEY" in code
     assert "AutoModelForCausalLM" not in shown_html(captured)
 
 
 def test_nothing_listening_changes_nothing(shell, room, tmp_path):
-    refused(shell, tmp_path, f"%llm_load --endpoint http://127.0.0.1:{free_port()}/v1", "ServerUnreachable", "refused")
-
+    refused(
+        shell,
+        tmp_path,
+        f"%llm_load --endpoint http://127.0.0.1:{free_port()}/v1",
+        "ServerUnreachable",
+        "refused",
+    )

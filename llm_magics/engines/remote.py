@@ -59,7 +59,6 @@ from ..errors import (
     first_line,
 )
 from ..prompts import context_length_of
-from .remote_stream import BoundedTransport, Utf16Halves
 from .base import (
     EngineInfo,
     EngineKind,
@@ -72,6 +71,7 @@ from .base import (
     TextCallback,
     TopLogprobs,
 )
+from .remote_stream import BoundedTransport, Utf16Halves
 
 #: Read when `--api-key-env` is not given, if it is set (as the `openai` client itself does).
 DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"

@@ -47,7 +47,7 @@ def parse(
             args = parse_argstring(magic, line)
     except ValueError as error:
         raise InvalidOption(f"Could not read the line ({error}): {unclosed_hint}.") from None
-    owner = getattr(magic, "__self__", None)
+    owner: Any = getattr(magic, "__self__", None)
     enabled = isinstance(owner, SessionMagics) and not getattr(args, "no_interpolate", False)
 
     def fill(text: str) -> str:

@@ -225,7 +225,9 @@ class PipeMagics(ModelMagics, ChatMagics):
             options.update(self._generate_options(args))
         elif args.top_k is not None:
             if base in _NO_TOP_K:
-                raise InvalidOption(f"--top-k is not an option of {task}: it gives one answer per word or label.")
+                raise InvalidOption(
+                    f"--top-k is not an option of {task}: it gives one answer per word or label."
+                )
             if args.top_k < 1:
                 raise InvalidOption(f"--top-k must be 1 or more; got {args.top_k}.")
             options["top_k"] = args.top_k
@@ -494,7 +496,9 @@ def _check_against_model(engine: Engine, task: str, inputs: str | list[str], opt
     tokenizer = getattr(engine, "tokenizer", None)
     if tokenizer is None:
         return
-    longest = max(len(tokenizer(text)["input_ids"]) for text in ([inputs] if isinstance(inputs, str) else inputs))
+    longest = max(
+        len(tokenizer(text)["input_ids"]) for text in ([inputs] if isinstance(inputs, str) else inputs)
+    )
     if longest + options["max_new_tokens"] > context:
         raise InvalidOption(
             f"The input needs {longest} tokens and --max-new-tokens {options['max_new_tokens']} more, but "
