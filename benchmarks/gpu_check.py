@@ -89,6 +89,46 @@ def chat_equals_generate(shell, folder: Path, options: str) -> dict:
         shell.run_line_magic("llm_unload", "check")
 
 
+def footprint(
+    shell, folder: Path, modes: tuple[str, ...] = ("--dtype bfloat16", "--quant 8bit", "--quant 4bit")
+) -> dict:
+    """Each mode's footprint (the card's; CUDA memory too on a GPU) beside `--estimate` and bfloat16."""
+    import torch
+
+    from llm_magics import loading
+
+    rows: dict[str, dict] = {}
+    for options in modes:
+        flag, value = options.split()
+        plan = loading.plan_load(
+            loading.resolve_source(str(folder)),
+            quantization=value if flag == "--quant" else "none",
+            dtype=value if flag == "--dtype" else "auto",
+        )
+        estimate = loading.estimate_memory(plan).bytes_for(loading.plan_mode(plan))
+        cuda = torch.cuda.is_available()
+        before = torch.cuda.memory_allocated() if cuda else 0
+        shell.run_line_magic("llm_load", f"{folder} --as check {options}")
+        try:
+            card = shell.magics_manager.registry["LlmMagics"].registry.get("check").describe().footprint_bytes
+            measured = torch.cuda.memory_allocated() - before if cuda else card
+        finally:
+            shell.run_line_magic("llm_unload", "check")
+        rows[options] = {
+            "cuda bytes" if cuda else "card bytes": measured,
+            "estimate": estimate,
+            "estimate error %": 100 * (estimate - measured) / measured,
+        }
+    base = next(iter(rows.values()))
+    for row in rows.values():
+        row["vs bfloat16"] = next(v for k, v in row.items() if k.endswith("bytes")) / next(
+            v for k, v in base.items() if k.endswith("bytes")
+        )
+    if not torch.cuda.is_available():
+        rows["cuda memory"] = {"skipped": NEEDS_CUDA}
+    return rows
+
+
 def unload_cycles(shell, folder: Path, cycles: int = 5) -> dict:
     """CUDA memory before, after each load and after each `%llm_unload`, over several cycles."""
     import torch
@@ -128,9 +168,9 @@ def run_check(tokenizer_dir: Path, tiny: bool) -> dict:
                 ),
                 chat_equals_generate(shell, folder, "--quant 4bit"),
             ]
+            sections["footprint vs estimate"] = footprint(shell, folder)
             sections["unload gives memory back"] = unload_cycles(shell, folder)
     for name in (
-        "footprint vs estimate",
         "decode speed",
         "time to first token",
         "interrupt",
