@@ -215,7 +215,7 @@ def tokenization_lesson() -> nbformat.NotebookNode:
                 "`--tokenizer-only` loads just the tokenizer (no model weights), which is all `%tokens` "
                 "needs. Then `--compare` shows both side by side."
             ),
-            code("%llm_load $tiny_folder --tokenizer-only --as tiny-bpe"),
+            code("%llm_load {tiny_folder} --tokenizer-only --as tiny-bpe"),
             code(
                 "%tokens --model smollm2-135m --compare tiny-bpe The cat and the dog sat on the mat with a hippopotamus."
             ),

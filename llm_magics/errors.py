@@ -4,6 +4,9 @@
     ├── TransformersUnsupported  transformers is missing or older than the oldest version we support
     ├── ModelNotFound            the MODEL argument names nothing we can load
     ├── HubUnreachable           a hub id that is not cached locally, while offline
+    ├── GatedModel               a gated hub model: no token, or a token without access yet
+    ├── HubTokenInvalid          the hub refused the Hugging Face token itself (401)
+    ├── RevisionNotFound         `--revision` names no branch, tag or commit of the model
     ├── NotLoaded                a registry name (or the active model) that is not loaded
     ├── InvalidOption            an option value out of range or meaningless here
     ├── QuantizationUnavailable  bitsandbytes missing, or it cannot serve this machine
@@ -66,6 +69,19 @@ class ModelNotFound(LlmMagicsError):
 
 class HubUnreachable(LlmMagicsError):
     """Raised when a hub id is not in the local cache and the hub cannot be reached."""
+
+
+class GatedModel(LlmMagicsError):
+    """Raised when the hub answers that a model is gated (Llama): its licence must be accepted on the
+    model page, and a token given, before it downloads. The message never holds the token."""
+
+
+class HubTokenInvalid(LlmMagicsError):
+    """Raised when the hub refuses the Hugging Face token itself (401, invalid credentials)."""
+
+
+class RevisionNotFound(LlmMagicsError):
+    """Raised when `--revision` names no branch, tag or commit of a hub model."""
 
 
 class NotLoaded(LlmMagicsError):

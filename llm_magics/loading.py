@@ -35,12 +35,16 @@ from urllib.parse import urlparse
 from .engines.base import EngineInfo, EngineKind
 from .engines.transformers import TokenizerEngine, TransformersEngine
 from .errors import (
+    GatedModel,
+    HubTokenInvalid,
     HubUnreachable,
     InsufficientMemory,
     InvalidOption,
+    LlmMagicsError,
     ModelLoadFailed,
     ModelNotFound,
     QuantizationUnavailable,
+    RevisionNotFound,
     TransformersUnsupported,
     UnsafeWeights,
     first_line,
@@ -246,6 +250,12 @@ def resolve_source(model: str | None, *, tokenizer_only: bool = False) -> ModelS
         raise ModelNotFound(f"The folder {text} has no config.json: it is not a model folder.")
     if _looks_like_path(text):
         raise ModelNotFound(f"No such file or folder: {text}")
+    if text.startswith("$"):
+        # IPython's `$name` is not expanded in our lines (they are `@no_var_expand`); say the rule.
+        raise ModelNotFound(
+            f"{text!r} is not a model: lines fill in {{name}}, not $name; "
+            f"write {{{text[1:]}}} to use the variable."
+        )
     if not _HUB_ID.match(text) or ".." in text:
         raise ModelNotFound(
             f"{text!r} is not a model: give a hub id (org/name), a local folder, a .gguf file, "
@@ -494,25 +504,81 @@ def _is_cached_on_hub_cache(hub_id: str, revision: str | None) -> bool:
 def hub_access(source: ModelSource, revision: str | None) -> dict[str, Any]:
     """from_pretrained kwargs for a hub source, failing in seconds when it cannot be fetched.
 
-    A model already in the local Hugging Face cache loads without the network. Otherwise we check
-    that the hub answers at all before handing over to transformers, whose retries can take minutes.
+    A reachable hub is always asked (its client reuses what the cache holds and fetches the rest:
+    a cached config.json alone must not stop the tokenizer and weights from downloading). Offline,
+    or with the hub out of reach, a model in the local cache loads from it; otherwise one line says
+    so before transformers' retries can take minutes.
     """
     assert source.hub_id is not None
+    offline = _hub_offline_mode()
+    if not offline and _hub_is_reachable():
+        return {}
     if _is_cached_on_hub_cache(source.hub_id, revision):
         return {"local_files_only": True}
     aliases = ", ".join(sorted(ALIASES))
-    if _hub_offline_mode():
+    if offline:
         raise HubUnreachable(
             f"{source.hub_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
             f"download it where you have a network, pass a local folder or .gguf file, or use an alias ({aliases})."
         )
-    if not _hub_is_reachable():
-        host, _ = _hub_host()
-        raise HubUnreachable(
-            f"{source.hub_id} is not cached locally and {host} cannot be reached: "
-            f"check the network, or pass a local folder or .gguf file."
+    host, _ = _hub_host()
+    raise HubUnreachable(
+        f"{source.hub_id} is not cached locally and {host} cannot be reached: "
+        f"check the network, or pass a local folder or .gguf file."
+    )
+
+
+def _model_page(hub_id: str) -> str:
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT.rstrip('/')}/{hub_id}"
+
+
+def _has_token() -> bool:
+    from huggingface_hub import get_token
+
+    return get_token() is not None
+
+
+def hub_refusal(error: BaseException, hub_id: str, revision: str | None) -> LlmMagicsError | None:
+    """Our one-line error for the hub's refusal behind `error` (transformers re-raises the hub's
+    errors as an OSError from them), or None when the hub did not refuse. By type, most specific
+    first: `GatedRepoError` is a `RepositoryNotFoundError`, yet not a spelling mistake."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    hub_error = error if isinstance(error, HfHubHTTPError) else error.__cause__
+    if isinstance(hub_error, GatedRepoError):
+        page = _model_page(hub_id)
+        if _has_token():
+            return GatedModel(
+                f"{hub_id} is gated and your Hugging Face token has no access to it yet: accept its licence "
+                f"at {page} (signed in as the token's account; some authors approve by hand), then run the cell again."
+            )
+        return GatedModel(
+            f"{hub_id} is gated: accept its licence at {page}, then give a token (in Colab, the secret "
+            "HF_TOKEN with notebook access; elsewhere huggingface_hub.login() or the HF_TOKEN variable) "
+            "and run the cell again."
         )
-    return {}
+    if isinstance(hub_error, RevisionNotFoundError):
+        return RevisionNotFound(
+            f"{hub_id} has no revision {revision!r}: name a branch, tag or commit listed under "
+            f"'Files and versions' at {_model_page(hub_id)}."
+        )
+    if isinstance(hub_error, RepositoryNotFoundError):
+        return ModelNotFound(f"{hub_id} is not a model on the hub (check the spelling).")
+    response = getattr(hub_error, "response", None)
+    if isinstance(hub_error, HfHubHTTPError) and getattr(response, "status_code", None) == 401:
+        return HubTokenInvalid(
+            "The hub refused your Hugging Face token as invalid (401): make a new one at "
+            f"{_model_page('settings/tokens')}, then update the HF_TOKEN secret or variable, or run "
+            "huggingface_hub.login() again."
+        )
+    return None
 
 
 # --------------------------------------------------------------------------- the estimate
@@ -593,7 +659,12 @@ def load_config(source: ModelSource, revision: str | None = None, trust_remote_c
         )
     except (HubUnreachable, ModelNotFound):
         raise
-    except (OSError, ValueError, KeyError, RecursionError, struct.error) as error:
+    except OSError as error:
+        refusal = hub_refusal(error, source.hub_id, revision) if source.hub_id else None
+        if refusal is not None:
+            raise refusal from error
+        raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
+    except (ValueError, KeyError, RecursionError, struct.error) as error:
         # A config nested past Python's recursion limit, a GGUF header the reader cannot unpack.
         raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
 
@@ -775,17 +846,15 @@ def quiet_bitsandbytes() -> None:
 def _transformers_errors(plan: LoadPlan) -> Iterator[None]:
     """Turn transformers' failures on bad files into one line, by exception type; our bugs keep
     their traceback."""
-    from huggingface_hub.errors import RepositoryNotFoundError
     from safetensors import SafetensorError
 
     try:
         yield
     except OSError as error:
-        # transformers re-raises the hub's "no such repository" as an OSError from it.
-        if isinstance(error, RepositoryNotFoundError) or isinstance(error.__cause__, RepositoryNotFoundError):
-            raise ModelNotFound(
-                f"{plan.source.hub_id} is not a model on the hub (check the spelling)."
-            ) from error
+        hub_id = plan.source.hub_id
+        refusal = hub_refusal(error, hub_id, plan.revision) if hub_id else None
+        if refusal is not None:
+            raise refusal from error
         raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
     except ImportError as error:
         if plan.quantization == "none":

@@ -62,6 +62,7 @@ def test_folder_gguf_file_and_hub_id(tiny_models, bundled_gguf):
         ("./does-not-exist", "No such file or folder"),
         ("/tmp/nowhere/model.gguf", "No such file or folder"),
         ("not a model!", "is not a model"),
+        ("$folder", r"write \{folder\} to use the variable"),
     ],
 )
 def test_unloadable_names_say_why(text, expected):

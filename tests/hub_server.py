@@ -1,0 +1,170 @@
+"""A loopback server that answers what the real `huggingface_hub` client asks of the hub.
+
+Written by hand because no maintained hub mirror serves local folders offline. It serves the
+folders it is given as repositories at one commit, and answers as the hub does when a repository,
+revision or file is missing, when a repository is gated, and when a token is invalid:
+`X-Error-Code` headers, which the client turns into its typed errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+BRANCH = "main"
+INVALID_TOKEN = "hf_invalid_token_for_tests"
+
+
+@dataclass
+class HubState:
+    """What the server serves, and what it saw (for the tests' assertions)."""
+
+    repos: dict[str, Path] = field(default_factory=dict)
+    gated: set[str] = field(default_factory=set)
+    # Tokens that may read the gated repositories.
+    granted_tokens: set[str] = field(default_factory=set)
+    bytes_sent: int = 0
+    downloads: list[str] = field(default_factory=list)
+    authorizations: set[str] = field(default_factory=set)
+
+
+def _etag(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: HubState
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
+        pass
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server's name)
+        self._answer(body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(body=True)
+
+    def _refuse(self, status: int, code: str | None, message: str) -> None:
+        self.send_response(status)
+        if code:
+            self.send_header("X-Error-Code", code)
+        self.send_header("X-Error-Message", message)
+        data = json.dumps({"error": message}).encode()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        # A HEAD answer has no body: bytes written after it would be read as the next answer.
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _token(self) -> str | None:
+        header = self.headers.get("Authorization", "")
+        if header:
+            self.state.authorizations.add(header)
+        return header.removeprefix("Bearer ") or None
+
+    def _answer(self, body: bool) -> None:
+        path = unquote(urlparse(self.path).path)
+        api = path.startswith("/api/models/")
+        parts = path.removeprefix("/api/models/" if api else "/").split("/")
+        repo_id = "/".join(parts[:2])
+        rest = parts[2:]
+        token = self._token()
+        if token == INVALID_TOKEN:
+            return self._refuse(401, None, "Invalid credentials in Authorization header")
+        if repo_id not in self.state.repos:
+            return self._refuse(404, "RepoNotFound", "Repository not found")
+        if repo_id in self.state.gated and token not in self.state.granted_tokens:
+            return self._refuse(403, "GatedRepo", "Access to this model is restricted.")
+        folder = self.state.repos[repo_id]
+        if api:
+            return self._api(folder, repo_id, rest)
+        if len(rest) < 3 or rest[0] != "resolve":
+            return self._refuse(404, None, "Not found")
+        if rest[1] not in (BRANCH, COMMIT):
+            return self._refuse(404, "RevisionNotFound", "Invalid rev id")
+        file = folder / "/".join(rest[2:])
+        if not file.is_file():
+            return self._refuse(404, "EntryNotFound", "Entry not found")
+        self._file(file, body)
+
+    def _api(self, folder: Path, repo_id: str, rest: list[str]) -> None:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        if rest[:1] == ["revision"] and rest[1:2] not in ([BRANCH], [COMMIT]):
+            return self._refuse(404, "RevisionNotFound", "Invalid rev id")
+        if rest[:1] == ["tree"]:
+            if rest[1:2] not in ([BRANCH], [COMMIT]):
+                return self._refuse(404, "RevisionNotFound", "Invalid rev id")
+            under = folder.joinpath(*rest[2:])
+            if not under.is_dir():
+                return self._refuse(404, "EntryNotFound", "Entry not found")
+            entries = [
+                {
+                    "type": "file",
+                    "path": str(p.relative_to(folder)),
+                    "size": p.stat().st_size,
+                    "oid": _etag(p),
+                }
+                for p in files
+                if p.parent == under
+            ]
+            return self._json(entries)
+        siblings = [{"rfilename": str(p.relative_to(folder)), "size": p.stat().st_size} for p in files]
+        self._json({"id": repo_id, "modelId": repo_id, "sha": COMMIT, "siblings": siblings, "private": False})
+
+    def _json(self, value: object) -> None:
+        data = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _file(self, file: Path, body: bool) -> None:
+        data = file.read_bytes()
+        start = 0
+        ranged = self.headers.get("Range", "")
+        if ranged.startswith("bytes=") and body:
+            start = int(ranged.removeprefix("bytes=").split("-")[0] or 0)
+        self.send_response(206 if start else 200)
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{_etag(file)}"')
+        self.send_header("Content-Length", str(len(data) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        if body:
+            self.state.downloads.append(file.name)
+            self.wfile.write(data[start:])
+            self.state.bytes_sent += len(data) - start
+
+
+class LoopbackHub:
+    """The server on 127.0.0.1 in a thread; `endpoint` is what `HF_ENDPOINT` takes."""
+
+    def __init__(self, state: HubState) -> None:
+        handler = type("Handler", (_Handler,), {"state": state})
+        self.state = state
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> LoopbackHub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
