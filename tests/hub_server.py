@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,9 +31,25 @@ class HubState:
     gated: set[str] = field(default_factory=set)
     # Tokens that may read the gated repositories.
     granted_tokens: set[str] = field(default_factory=set)
+    # Sizes the file list claims instead of the real ones ({repo: {file: bytes}}): a model too
+    # large for the disk, without writing one.
+    claimed_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Slow: at most this many bytes a second for a file's body (None: as fast as it goes).
+    bytes_per_second: float | None = None
+    # Drop the connection after this many bytes of the next full download of `drop_file`.
+    drop_file: str = "model.safetensors"
+    drop_after: int | None = None
+    # After a drop, refuse the client's retries (GET, with or without Range) until its next HEAD,
+    # the start of a new download: they all fail, as when the network is gone.
+    refuse_resumes: bool = False
     bytes_sent: int = 0
     downloads: list[str] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)
     authorizations: set[str] = field(default_factory=set)
+    refusing: bool = False
+    # time.monotonic() of the last byte sent and of the last connection the client closed on us.
+    last_sent_at: float = 0.0
+    closed_by_client_at: float = 0.0
 
 
 def _etag(path: Path) -> str:
@@ -116,7 +134,12 @@ class _Handler(BaseHTTPRequestHandler):
                 if p.parent == under
             ]
             return self._json(entries)
-        siblings = [{"rfilename": str(p.relative_to(folder)), "size": p.stat().st_size} for p in files]
+        claimed = self.state.claimed_sizes.get(repo_id, {})
+        siblings = [
+            {"rfilename": name, "size": claimed.get(name, p.stat().st_size)}
+            for p in files
+            for name in [str(p.relative_to(folder))]
+        ]
         self._json({"id": repo_id, "modelId": repo_id, "sha": COMMIT, "siblings": siblings, "private": False})
 
     def _json(self, value: object) -> None:
@@ -128,9 +151,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _file(self, file: Path, body: bool) -> None:
+        if not body:
+            self.state.refusing = False
+        ranged = self.headers.get("Range", "")
+        if body and self.state.refusing:
+            return self._hang_up()
         data = file.read_bytes()
         start = 0
-        ranged = self.headers.get("Range", "")
         if ranged.startswith("bytes=") and body:
             start = int(ranged.removeprefix("bytes=").split("-")[0] or 0)
         self.send_response(206 if start else 200)
@@ -142,8 +169,36 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.state.downloads.append(file.name)
-            self.wfile.write(data[start:])
-            self.state.bytes_sent += len(data) - start
+            if ranged:
+                self.state.ranges.append(f"{file.name} {ranged}")
+            self._send(file.name, data[start:], resumed=bool(start))
+
+    def _send(self, name: str, data: bytes, resumed: bool) -> None:
+        """The body in 64 KiB pieces, slowed or cut off as the state says."""
+        state = self.state
+        cut = state.drop_after if name == state.drop_file and not resumed else None
+        piece = 64 * 1024
+        try:
+            for offset in range(0, len(data), piece):
+                if cut is not None and offset >= cut:
+                    state.drop_after = None
+                    state.refusing = state.refuse_resumes
+                    return self._hang_up()
+                chunk = data[offset : offset + piece]
+                self.wfile.write(chunk)
+                state.bytes_sent += len(chunk)
+                state.last_sent_at = time.monotonic()
+                if state.bytes_per_second:
+                    time.sleep(len(chunk) / state.bytes_per_second)
+        except (BrokenPipeError, ConnectionResetError):
+            state.closed_by_client_at = time.monotonic()
+            self.close_connection = True
+
+    def _hang_up(self) -> None:
+        """Close the connection at once, mid-answer or before one: what a network failure looks like."""
+        self.close_connection = True
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
 
 
 class LoopbackHub:

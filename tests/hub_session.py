@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
@@ -32,9 +33,10 @@ def main(lines: list[str]) -> None:
                 "message": str(error) if error else None,
                 "shown": shown_text(captured) + captured.stderr,
                 "registry": sorted(magics(shell).registry.names()),
+                "ended_at": time.time(),
             }
         )
-    print("\n" + json.dumps(seen))
+    print("\n" + json.dumps(seen), flush=True)
 
 
 if __name__ == "__main__":

@@ -222,8 +222,11 @@ def test_hub_id_offline_fails_fast():
 
 
 def test_hub_unreachable_fails_in_seconds(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    from huggingface_hub import constants
+
+    # The hub client reads both variables once, at import: its constants are what it then uses.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
     plan = plan_load(resolve_source("someone/some-model"), hardware=CPU)
     with pytest.raises(HubUnreachable, match="cannot be reached"):
         loading.load_model(plan)

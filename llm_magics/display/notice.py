@@ -68,19 +68,21 @@ class StatusLine:
         self.prefix = prefix
         self.rich = rich
         self._handle: Any = None
-        self._shown: tuple[str, int | None] | None = None
+        self._shown: tuple[str, int | None, str] | None = None
         self._shown_at = 0.0
 
-    def update(self, text: str, fraction: float | None = None) -> None:
+    def update(self, text: str, fraction: float | None = None, detail: str = "") -> None:
+        """Show `text` (a stage); `detail` (MB done, rate) changes within it and, like the bar,
+        is left out in a terminal, where each stage is printed once."""
         from IPython import get_ipython
         from IPython.display import display
 
         if self.rich is None:
             self.rich = is_rich(get_ipython())
         if not self.rich:
-            fraction = None
+            fraction, detail = None, ""
         # A new stage shows at once; within a stage the bar moves at most ten times a second.
-        key = (text, None if fraction is None else int(100 * fraction))
+        key = (text, None if fraction is None else int(100 * fraction), detail)
         now = time.monotonic()
         if key == self._shown or (
             self._shown is not None
@@ -90,7 +92,7 @@ class StatusLine:
         ):
             return
         self._shown, self._shown_at = key, now
-        status = Progress(f"{self.prefix}: {text}", fraction)
+        status = Progress(f"{self.prefix}: {text}" + (f" · {detail}" if detail else ""), fraction)
         if self._handle is None:
             self._handle = display(status, display_id=True)
         else:

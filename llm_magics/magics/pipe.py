@@ -358,11 +358,11 @@ class PipeMagics(ModelMagics, ChatMagics):
 
     def _hub_needed(self, error: HubUnreachable, args: Namespace, default: Any) -> HubUnreachable:
         """A default model the hub must give, said in one line: which model, and why it is needed."""
-        from .. import loading
+        from .. import hub
         from ..engines import pipeline as tasks
 
         typed = args.task.strip().lower()
-        why = "HF_HUB_OFFLINE is set" if loading._hub_offline_mode() else "the hub cannot be reached"
+        why = "HF_HUB_OFFLINE is set" if hub.offline_mode() else "the hub cannot be reached"
         if tasks.is_removed(tasks.resolve_task(typed)):
             picked = f"as pipeline({typed!r}) did in transformers 4"
             instead = "or load a chat model first (%llm_load), or pass --model FOLDER"
