@@ -57,22 +57,36 @@ class RemoteChatSession:
         turns = history[len(head) :]
         new: Message = {"role": "user", "content": message}
         limit = self.engine.context_window()
-        budget = None if limit is None else limit - max_new_tokens
-        dropped = 0
-        while True:
-            candidate = [*head, *turns, new]
-            count = None if budget is None else self.engine.count_chat_tokens(candidate)
-            if count is None or budget is None or count <= budget:
-                return PreparedTurn(candidate, dropped_turns=dropped)
-            if not turns:
-                raise ContextTooLong(
-                    f"The message needs {count} prompt tokens, but only {budget} fit beside "
-                    f"--max-new-tokens {max_new_tokens} in the {limit}-token context: "
-                    "shorten it or lower --max-new-tokens."
-                )
-            following = next((i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"), len(turns))
-            turns = turns[following:]
-            dropped += 1
+        if limit is None:
+            return PreparedTurn([*head, *turns, new], dropped_turns=0)
+        budget = limit - max_new_tokens
+        # Where each turn starts (a user message), and the end: dropping k turns keeps turns[starts[k]:].
+        starts = [0, *(i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"), len(turns)]
+
+        def candidate(dropped: int) -> list[Message]:
+            return [*head, *turns[starts[dropped] :], new]
+
+        def fits(dropped: int) -> tuple[bool, int | None]:
+            count = self.engine.count_chat_tokens(candidate(dropped))
+            return count is None or count <= budget, count
+
+        if fits(0)[0]:
+            return PreparedTurn(candidate(0), dropped_turns=0)
+        most = len(starts) - 1 if turns else 0
+        fitting, count = fits(most)
+        if not fitting:
+            raise ContextTooLong(
+                f"The message needs {count} prompt tokens, but only {budget} fit beside "
+                f"--max-new-tokens {max_new_tokens} in the {limit}-token context: "
+                "shorten it or lower --max-new-tokens."
+            )
+        # Fewer tokens the more turns are dropped: the fewest that fit, by binary search (one
+        # count each, so a long conversation costs log2(turns) counts, not one per dropped turn).
+        too_few, enough = 0, most
+        while enough - too_few > 1:
+            middle = (too_few + enough) // 2
+            too_few, enough = (too_few, middle) if fits(middle)[0] else (middle, enough)
+        return PreparedTurn(candidate(enough), dropped_turns=enough)
 
     def respond(
         self, prepared: PreparedTurn, options: GenerationOptions, *, on_text: TextCallback | None = None
