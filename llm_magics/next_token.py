@@ -29,12 +29,12 @@ torch is imported only inside the functions that compute.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from .bytelevel import token_bytes
 from .conversation import check_text
 from .engines.base import (
     TEMPERATURE_RANGE,
@@ -57,8 +57,6 @@ MAX_STEPS = 100
 MAX_SHOW = 100
 #: Runners-up listed beside each step's chosen token.
 RUNNERS_UP = 3
-
-_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
 class Cut(str, Enum):
@@ -400,27 +398,6 @@ def _ranked(logits: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- token labels
-
-
-def _byte_decoder() -> dict[str, int]:
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return {char: byte for byte, char in bytes_to_unicode().items()}
-
-
-def token_bytes(token: str) -> bytes | None:
-    """The raw bytes a vocabulary string stands for, where it spells bytes: SentencePiece's byte
-    fallback (`<0xF0>`) or byte-level BPE's printable stand-ins (GPT-2's `Ġ`, `ðŁ`)."""
-    match = _BYTE_TOKEN.fullmatch(token)
-    if match:
-        return bytes([int(match.group(1), 16)])
-    try:
-        decoder = _byte_decoder()
-    except ImportError:
-        return None
-    if token and all(char in decoder for char in token):
-        return bytes(decoder[char] for char in token)
-    return None
 
 
 def _labels(tokenizer: Any, ids: Sequence[int]) -> list[tuple[str, str, bool, bytes | None]]:

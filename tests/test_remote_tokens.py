@@ -11,7 +11,8 @@ import pytest
 
 from llm_magics.engines.base import ScoresTokens, Tokenizes
 from llm_magics.engines.remote import ScoringRemoteEngine, connect
-from llm_magics.engines.remote_tokens import _Route, offsets_from_pieces, vocabulary_bytes
+from llm_magics.engines.remote.dialects import LlamaCppRoute
+from llm_magics.engines.remote.pieces import offsets_from_pieces, vocabulary_bytes
 from llm_magics.tokens import EXAMPLE_CONVERSATION, analyse, analyse_chat
 from tests.remote_servers import FakeVllm
 
@@ -106,6 +107,6 @@ def test_llama_cpp_pieces_are_read_as_text_or_bytes():
     answer = {
         "tokens": [{"id": 1, "piece": "Hello"}, {"id": 2, "piece": " world"}, {"id": 3, "piece": [240, 159]}]
     }
-    ids, strings, pieces = _Route("llama.cpp").read_tokens(answer)
+    ids, strings, pieces = LlamaCppRoute().read_tokens(answer)
     assert ids == [1, 2, 3] and pieces == [b"Hello", b" world", b"\xf0\x9f"]
     assert strings[:2] == ["Hello", " world"]

@@ -2,7 +2,7 @@
 
     base.py          the protocols (what an engine can do) and the values they exchange
     transformers/    in-process transformers models: loading, decoding, generation
-    remote.py        an OpenAI-compatible server (vLLM, llama.cpp, transformers serve …)
+    remote/          an OpenAI-compatible server (vLLM, llama.cpp, transformers serve …)
     pipeline.py      Pipeline API tasks
 
 A new engine is a module here with one class implementing `Engine` and the capabilities it has;

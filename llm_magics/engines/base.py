@@ -279,7 +279,7 @@ class Completes(Protocol):
 @runtime_checkable
 class Tokenizes(Protocol):
     """Engines with a Hugging Face tokenizer (`%tokens`, `llm_magics.tokenize`), or an object with the
-    members `llm_magics.tokens` reads (a server's /tokenize: `engines.remote_tokens.ServerTokenizer`)."""
+    members `llm_magics.tokens` reads (a server's /tokenize: `engines.remote.ServerTokenizer`)."""
 
     @property
     def tokenizer(self) -> Any: ...

@@ -1,0 +1,435 @@
+"""The remote engine: a conversation kept client side (the whole of it is sent every turn; the
+server applies the chat template), replies streamed over server-sent events.
+
+    RemoteEngine            Engine, Chats, Completes
+    └── TokenizingRemoteEngine  + Tokenizes (the server's /tokenize, or the --tokenizer named)
+        └── ScoringRemoteEngine + ScoresTokens, PredictsTopNext, SamplesNext (`scoring`)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ...conversation import Conversation, Message, with_system
+from ...errors import ContextTooLong, ModelNotServed, RemoteError, ServerDisconnected
+from ..base import (
+    EngineInfo,
+    EngineKind,
+    FinishReason,
+    GenerationOptions,
+    PredictsNext,
+    PredictsTopNext,
+    PreparedTurn,
+    Reply,
+    ScoresTokens,
+    Stats,
+    TextCallback,
+    Tokenizes,
+)
+from .client import Server
+from .dialects import Dialect, dialect_for
+from .endpoint import Endpoint, Timeouts
+from .served import ServedModels, ServerKind, listing, read_models
+from .stream import Utf16Halves
+from .tokenizer import ServerTokenizer
+
+_FINISH = {"stop": None, "length": FinishReason.LENGTH, "abort": FinishReason.INTERRUPTED}
+
+
+class RemoteChatSession:
+    """One conversation with a remote model, kept here: the server sees it whole each turn."""
+
+    def __init__(self, engine: RemoteEngine, conversation: Conversation | None = None) -> None:
+        self.engine = engine
+        self.conversation = conversation if conversation is not None else Conversation()
+
+    def __repr__(self) -> str:
+        return f"<RemoteChatSession {self.engine.name}: {len(self.conversation.messages)} messages>"
+
+    def prepare(self, message: str, *, max_new_tokens: int, system: str | None = None) -> PreparedTurn:
+        """The next turn's messages; the oldest turns are dropped when the server's context is known
+        and the prompt, counted by the server or the local tokenizer, would not fit."""
+        messages = self.conversation.messages
+        history = messages if system is None else with_system(messages, system)
+        head = history[:1] if history and history[0]["role"] == "system" else []
+        turns = history[len(head) :]
+        new: Message = {"role": "user", "content": message}
+        limit = self.engine.context_window()
+        if limit is None:
+            return PreparedTurn([*head, *turns, new], dropped_turns=0)
+        budget = limit - max_new_tokens
+        # Where each turn starts (a user message), and the end: dropping k turns keeps turns[starts[k]:].
+        starts = [0, *(i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"), len(turns)]
+
+        def candidate(dropped: int) -> list[Message]:
+            return [*head, *turns[starts[dropped] :], new]
+
+        def fits(dropped: int) -> tuple[bool, int | None]:
+            count = self.engine.count_chat_tokens(candidate(dropped))
+            return count is None or count <= budget, count
+
+        if fits(0)[0]:
+            return PreparedTurn(candidate(0), dropped_turns=0)
+        most = len(starts) - 1 if turns else 0
+        fitting, count = fits(most)
+        if not fitting:
+            raise ContextTooLong(
+                f"The message needs {count} prompt tokens, but only {budget} fit beside "
+                f"--max-new-tokens {max_new_tokens} in the {limit}-token context: "
+                "shorten it or lower --max-new-tokens."
+            )
+        # Fewer tokens the more turns are dropped: the fewest that fit, by binary search (one
+        # count each, so a long conversation costs log2(turns) counts, not one per dropped turn).
+        too_few, enough = 0, most
+        while enough - too_few > 1:
+            middle = (too_few + enough) // 2
+            too_few, enough = (too_few, middle) if fits(middle)[0] else (middle, enough)
+        return PreparedTurn(candidate(enough), dropped_turns=enough)
+
+    def respond(
+        self, prepared: PreparedTurn, options: GenerationOptions, *, on_text: TextCallback | None = None
+    ) -> Reply:
+        """Stream the reply and commit the turn; an interrupt or a server dying mid-reply keeps the
+        partial reply (finish reason INTERRUPTED), unless nothing had arrived."""
+        reply = self.engine.stream_chat(prepared.messages, options, on_text=on_text)
+        if not reply.empty:
+            self.conversation.messages = [*prepared.messages, {"role": "assistant", "content": reply.text}]
+        return reply
+
+    def replace(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+
+
+class RemoteEngine:
+    """A model served by an OpenAI-compatible server: chats and completes, streamed. Built by `connect`."""
+
+    kind = EngineKind.REMOTE
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: str,
+        server: Server,
+        dialect: Dialect | None = None,
+        served: ServedModels,
+        round_trip: float,
+        context_length: int | None = None,
+        tokenizer: Any = None,
+        tokenizer_source: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.name, self.model, self.served = name, model, served
+        self._server = server
+        self.dialect = dialect or dialect_for(served.kind)
+        self.round_trip = round_trip
+        self.context_length = context_length
+        self._tokenizer = tokenizer
+        self.tokenizer_source = tokenizer_source
+        self.clock = clock
+        self.warnings: list[str] = []
+        self._session: RemoteChatSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}: {self.model} at {self.endpoint.url}>"
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._server.endpoint
+
+    @property
+    def server_kind(self) -> ServerKind:
+        return self.served.kind
+
+    # -- Engine ---------------------------------------------------------------------------------
+
+    def why_not(self, capability: type) -> str | None:
+        """Why this server lacks `capability` (`ExplainsLimits`), with what would give it."""
+        if capability is Tokenizes:
+            return token_view_hint(self)
+        if capability is ScoresTokens:
+            return probabilities_hint(self)
+        if capability in (PredictsNext, PredictsTopNext):
+            return next_token_hint(self)
+        return None
+
+    def describe(self) -> EngineInfo:
+        details = [
+            ("endpoint", self.endpoint.api),
+            ("served model", self.model),
+            ("server", self.served.kind.value),
+            ("round trip", f"{self.round_trip * 1000:.0f} ms (the /v1/models check)"),
+            ("API key", f"from ${self._server.key_variable}" if self._server.key_variable else "none"),
+            ("token view", self._token_view_note()),
+            ("token probabilities", self._probs_note()),
+            ("next-token view", self._next_note()),
+        ]
+        if self.dialect.sampling_note:
+            details.append(("sampling", self.dialect.sampling_note))
+        return EngineInfo(
+            name=self.name,
+            source=f"{self.model} @ {self.endpoint.api}",
+            kind=EngineKind.REMOTE,
+            device=f"server ({self.endpoint.host})",
+            load_seconds=self.round_trip,
+            context_length=self.context_length,
+            has_chat_template=None,
+            details=details,
+            notes=list(self.warnings),
+        )
+
+    def context_window(self) -> int | None:
+        return self.context_length
+
+    @property
+    def key_variable(self) -> str | None:
+        """The environment variable the API key came from (never the key)."""
+        return self._server.key_variable
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Wait as `timeouts` say from the next request on (`%config LlmMagics.remote_read_timeout`)."""
+        self._server.set_timeouts(timeouts)
+
+    def close(self) -> int:
+        self._session = None
+        self._server.close()
+        return 0
+
+    # -- Chats ----------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> RemoteChatSession:
+        if self._session is None:
+            self._session = RemoteChatSession(self)
+        return self._session
+
+    def new_session(self) -> RemoteChatSession:
+        return RemoteChatSession(self)
+
+    def adopt(self, session: Any) -> None:
+        if not isinstance(session, RemoteChatSession):
+            raise TypeError(f"{self.name} can only adopt its own sessions, not {type(session).__name__}")
+        self._session = session
+
+    # -- Completes ------------------------------------------------------------------------------
+
+    def complete(
+        self, prompt: str, options: GenerationOptions, *, on_text: TextCallback | None = None
+    ) -> Reply:
+        """Continue `prompt` as raw text through `/v1/completions` (no chat template)."""
+        options.validate(self.context_length)
+        request = dict(
+            model=self.model,
+            prompt=prompt,
+            stream=True,
+            stream_options={"include_usage": True},
+            **self._sampling(options),
+        )
+        return self._stream(
+            lambda: self._server.client.completions.create(**request),
+            lambda choice: getattr(choice, "text", None),
+            on_text,
+            FinishReason.END_OF_TEXT,
+        )
+
+    # -- chat streaming -------------------------------------------------------------------------
+
+    def stream_chat(
+        self, messages: Sequence[Message], options: GenerationOptions, *, on_text: TextCallback | None = None
+    ) -> Reply:
+        options.validate(self.context_length)
+        request = dict(
+            model=self.model,
+            messages=[dict(m) for m in messages],
+            stream=True,
+            stream_options={"include_usage": True},
+            **self._sampling(options),
+        )
+        return self._stream(
+            lambda: self._server.client.chat.completions.create(**request),
+            lambda choice: getattr(getattr(choice, "delta", None), "content", None),
+            on_text,
+            FinishReason.END_OF_TURN,
+        )
+
+    def _sampling(self, options: GenerationOptions) -> dict[str, Any]:
+        """The request's sampling fields. OpenAI's own are always sent; top-k and the repetition
+        penalty go where the server is known to take them (a strict server refuses unknown fields)."""
+        fields: dict[str, Any] = {
+            "max_tokens": options.max_new_tokens,
+            "temperature": options.temperature,
+            "top_p": 1.0 if options.greedy else options.top_p,
+        }
+        if options.seed is not None:
+            fields["seed"] = options.seed
+        extra = self.dialect.extra_body(options)
+        if extra is not None:
+            fields["extra_body"] = extra
+        return fields
+
+    def _stream(
+        self,
+        create: Callable[[], Any],
+        piece_of: Callable[[Any], str | None],
+        on_text: TextCallback | None,
+        eos_reason: FinishReason,
+    ) -> Reply:
+        """Send the request, read the stream, and close it in every case (a break would leave the
+        server generating for nobody until the reply ended)."""
+        stats = Stats(prompt_tokens=0)
+        clock = self.clock
+        started = clock()
+        text, pieces = "", 0
+        finish: str | None = None
+        usage: Any = None
+        interrupted = False
+        problem: str | None = None
+        stream: Any = None
+        halves = Utf16Halves()
+        try:
+            try:
+                with self._server.errors():
+                    stream = create()
+                    for chunk in stream:
+                        if getattr(chunk, "usage", None) is not None:
+                            usage = chunk.usage
+                        # Usage-only chunks have no choices at all.
+                        for choice in getattr(chunk, "choices", None) or []:
+                            piece = halves.feed(piece_of(choice) or "")
+                            if piece:
+                                if stats.time_to_first_token is None:
+                                    stats.time_to_first_token = clock() - started
+                                text += piece
+                                pieces += 1
+                                if on_text is not None:
+                                    on_text(text)
+                            if getattr(choice, "finish_reason", None):
+                                finish = choice.finish_reason
+            except KeyboardInterrupt:
+                interrupted = True
+            except RemoteError as exc:
+                if not text:
+                    if isinstance(exc, ModelNotServed):
+                        raise self._model_gone(exc) from exc
+                    raise
+                interrupted, problem = True, str(exc)
+        finally:
+            if stream is not None:
+                stream.close()
+            stats.seconds = clock() - started
+        text += halves.flush()
+        if finish is None and not interrupted:
+            # The stream ended without saying why: the server went away mid-reply.
+            if not text:
+                raise ServerDisconnected(f"{self.endpoint.url} closed the stream before any reply came.")
+            interrupted, problem = True, f"{self.endpoint.url} closed the stream before the reply ended."
+        if usage is not None:
+            stats.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+            stats.new_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        else:
+            # An interrupted stream has no usage: count the text with a local tokenizer where
+            # there is one, else the chunks (servers send about one token each). The prompt's
+            # count is unknown then (0).
+            counted = self._count_text(text) if text else 0
+            stats.new_tokens = pieces if counted is None else counted
+        reason = FinishReason.INTERRUPTED if interrupted else _FINISH.get(finish or "stop") or eos_reason
+        notes = []
+        if halves.replaced:
+            notes.append(
+                f"the server sent {halves.replaced} lone UTF-16 half (surrogate){'s' if halves.replaced > 1 else ''}, "
+                "shown as �"
+            )
+        return Reply(text=text, finish_reason=reason, stats=stats, problem=problem, notes=notes)
+
+    def _model_gone(self, error: ModelNotServed) -> ModelNotServed:
+        """A 404 on a generation route: say what the server serves now."""
+        try:
+            served = read_models(self._server.get_json("/v1/models"), self.endpoint.api)
+        except RemoteError:
+            return error
+        if self.model in served.ids:
+            return error
+        return ModelNotServed(
+            f"{self.endpoint.api} no longer serves {self.model!r}; it serves "
+            f"{listing(served.ids, self.endpoint.api)} (%llm_load it again)."
+        )
+
+    # -- counting -------------------------------------------------------------------------------
+
+    def count_chat_tokens(self, messages: Sequence[Message]) -> int | None:
+        """The prompt's length in tokens as the server will see it, where it can be told."""
+        tokenizer = self._tokenizer
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            return None
+        counter = getattr(tokenizer, "count_chat", None)
+        if counter is not None:
+            return int(counter(messages))
+        encoded = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, return_dict=True)
+        return len(encoded["input_ids"])
+
+    def _count_text(self, text: str) -> int | None:
+        """Tokens in `text` by a local tokenizer; never by asking the server (after an interrupt or
+        a failure it may be gone, and the user waits for no more round trips)."""
+        tokenizer = self._tokenizer
+        if tokenizer is None or isinstance(tokenizer, ServerTokenizer):
+            return None
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- card notes -----------------------------------------------------------------------------
+
+    def _token_view_note(self) -> str:
+        if self._tokenizer is None:
+            return "none: the server has no /tokenize; add --tokenizer ID_OR_FOLDER for %tokens"
+        return self.tokenizer_source or "local tokenizer"
+
+    def _probs_note(self) -> str:
+        return "not offered by this server"
+
+    def _next_note(self) -> str:
+        return "none: the server gives no log-probabilities"
+
+
+class TokenizingRemoteEngine(RemoteEngine):
+    """A remote engine with a token view: the server's `/tokenize`, or the local tokenizer named
+    with `--tokenizer` (then `%tokens` works as for a local model)."""
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
+
+def token_view_hint(engine: RemoteEngine) -> str:
+    """The one line `%tokens` shows for a remote engine without a token view."""
+    return (
+        f"{engine.name} runs on a server without /tokenize ({engine.server_kind.value}): for a token view, "
+        f"connect again with its tokenizer: %llm_load {engine.model} --endpoint {engine.endpoint.api} "
+        "--tokenizer ID_OR_FOLDER --reload"
+    )
+
+
+def next_token_hint(engine: RemoteEngine) -> str:
+    """The one line `%llm_next` shows for a remote engine whose server gives no log-probabilities."""
+    return (
+        f"%llm_next needs the model's probabilities, and {engine.name} runs on a server that gives none "
+        f"({engine.server_kind.value}): serve it with vLLM, or load the model here with %llm_load."
+    )
+
+
+def probabilities_hint(engine: RemoteEngine) -> str:
+    """The one line `%tokens --probs` shows for a remote engine whose server gives no log-probabilities."""
+    return (
+        f"{engine.name} runs on a server that gives no prompt log-probabilities ({engine.server_kind.value}); "
+        "vLLM does, or load the model here with %llm_load for --probs."
+    )
+
+
+__all__ = [
+    "RemoteChatSession",
+    "RemoteEngine",
+    "TokenizingRemoteEngine",
+    "next_token_hint",
+    "probabilities_hint",
+    "token_view_hint",
+]
