@@ -229,25 +229,30 @@ class DownloadMeter:
         self.progress(self.stage, self.done / total if total else None, detail=detail)
 
 
+class BarStandIn:
+    """What a tqdm bar must answer besides `update`, as no-ops: a context manager, and close,
+    refresh, set_description, ... Base of the stand-ins that report to a status line instead."""
+
+    def __enter__(self) -> BarStandIn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
 def _bar_class(meter: DownloadMeter) -> type:
     """A tqdm stand-in for `hf_hub_download(tqdm_class=...)`: the client's bytes reach the meter,
     and the client draws no bar of its own (in Colab its widget bars would duplicate ours)."""
 
-    class MeterBar:
+    class MeterBar(BarStandIn):
         def __init__(self, *args: Any, initial: int = 0, **kwargs: Any) -> None:
-            meter.done += initial  # a resumed file: the part already in the cache
+            meter.done += initial  # a file the client resumes: the part already on disk
 
         def update(self, count: float | None = 1) -> None:
             meter.add(int(count or 0))
-
-        def __enter__(self) -> MeterBar:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-        def __getattr__(self, name: str) -> Callable[..., None]:
-            return lambda *args, **kwargs: None  # close, refresh, set_description, ...
 
     return MeterBar
 
@@ -288,20 +293,25 @@ class Downloaded:
 
 
 def download(snapshot: Snapshot, progress: Progress) -> Downloaded:
-    """Fetch the snapshot's files into the hub cache (cached ones are reused, partial ones resumed)."""
+    """Fetch the snapshot's files into the hub cache. Files already there are reused; a file cut
+    off earlier starts over (huggingface_hub 1.x deletes partial files)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    _check_room(snapshot)
+    cached = {
+        file.path
+        for file in snapshot.files
+        if isinstance(try_to_load_from_cache(snapshot.hub_id, file.path, revision=snapshot.commit), str)
+    }
+    _check_room(snapshot, sum(file.size for file in snapshot.files if file.path not in cached))
     meter = DownloadMeter(snapshot, progress)
     takes_bar = "tqdm_class" in inspect.signature(hf_hub_download).parameters
     extra: dict[str, Any] = {"tqdm_class": _bar_class(meter)} if takes_bar else {}
     folder: Path | None = None
     with quiet_bars(), _download_errors(snapshot, meter):
         for index, file in enumerate(snapshot.files, 1):
-            cached = try_to_load_from_cache(snapshot.hub_id, file.path, revision=snapshot.commit)
-            meter.begin(file, index, already=file.size if isinstance(cached, str) else 0)
+            meter.begin(file, index, already=file.size if file.path in cached else 0)
             path = hf_hub_download(snapshot.hub_id, file.path, revision=snapshot.commit, **extra)
-            if not takes_bar and not isinstance(cached, str):
+            if not takes_bar and file.path not in cached:
                 meter.add(file.size)
             folder = Path(path).parent
     assert folder is not None  # every snapshot holds at least config.json
@@ -314,15 +324,8 @@ def _cache_folder() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def _check_room(snapshot: Snapshot) -> None:
+def _check_room(snapshot: Snapshot, missing: int) -> None:
     """Refuse a download the disk cannot take, before it starts (a full disk mid-way is worse)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    missing = sum(
-        f.size
-        for f in snapshot.files
-        if not isinstance(try_to_load_from_cache(snapshot.hub_id, f.path, revision=snapshot.commit), str)
-    )
     cache = _cache_folder()
     existing = next((p for p in (cache, *cache.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free

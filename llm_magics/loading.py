@@ -25,7 +25,7 @@ import shutil
 import struct
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ def _no_progress(stage: str, fraction: float | None = None, detail: str = "") ->
     pass
 
 
-class _BarToProgress:
+class _BarToProgress(hub.BarStandIn):
     """Stands in for the tqdm bars transformers draws while loading, and reports to `progress`.
 
     tqdm's notebook bars are widgets: a saved notebook keeps a stale "0%" in their place. Our
@@ -95,15 +95,6 @@ class _BarToProgress:
     def update(self, count: int = 1) -> None:
         self.n += count
         self.progress(self.stage, self.n / self.total if self.total else None)
-
-    def __enter__(self) -> _BarToProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None  # close, refresh, set_postfix, ...
 
 
 @contextlib.contextmanager
@@ -253,9 +244,13 @@ def resolve_source(model: str | None, *, tokenizer_only: bool = False) -> ModelS
     if not _HUB_ID.match(text) or ".." in text:
         raise ModelNotFound(
             f"{text!r} is not a model: give a hub id (org/name), a local folder, a .gguf file, "
-            f"or an alias ({', '.join(sorted(ALIASES))})."
+            f"or an alias ({_alias_names()})."
         )
     return ModelSource("hub", text.rsplit("/", 1)[-1], hub_id=text)
+
+
+def _alias_names() -> str:
+    return ", ".join(sorted(ALIASES))
 
 
 def _looks_like_path(text: str) -> bool:
@@ -537,20 +532,19 @@ def load_config(source: ModelSource, revision: str | None = None, trust_remote_c
             assert source.path is not None
             return AutoConfig.from_pretrained(source.path, trust_remote_code=trust_remote_code)
         assert source.hub_id is not None
-        access = hub.hub_access(source.hub_id, revision, ", ".join(sorted(ALIASES)))
+        access = hub.hub_access(source.hub_id, revision, _alias_names())
         with hub.quiet_bars():
             return AutoConfig.from_pretrained(
                 source.hub_id, revision=revision, trust_remote_code=trust_remote_code, **access
             )
     except (HubUnreachable, ModelNotFound):
         raise
-    except OSError as error:
+    except (OSError, ValueError, KeyError, RecursionError, struct.error) as error:
+        # The hub's refusals (as transformers' OSError), a config nested past Python's recursion
+        # limit, a GGUF header the reader cannot unpack.
         refusal = hub.hub_refusal(error, source.hub_id, revision) if source.hub_id else None
         if refusal is not None:
             raise refusal from error
-        raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
-    except (ValueError, KeyError, RecursionError, struct.error) as error:
-        # A config nested past Python's recursion limit, a GGUF header the reader cannot unpack.
         raise ModelLoadFailed(f"Cannot read the config of {source.label}: {_first_line(error)}") from error
 
 
@@ -774,7 +768,7 @@ def _files_to_load(
         assert source.path is not None
         return source.path, {}, None
     assert source.hub_id is not None
-    access = hub.hub_access(source.hub_id, plan.revision, ", ".join(sorted(ALIASES)))
+    access = hub.hub_access(source.hub_id, plan.revision, _alias_names())
     if access:  # offline, or the hub out of reach: the local cache's copy
         return source.hub_id, access | {"revision": plan.revision}, None
     snapshot = hub.plan_snapshot(
