@@ -38,7 +38,7 @@ started = time.perf_counter()
 import torch, transformers, transformers.modeling_utils
 from transformers import AutoModelForCausalLM, AutoTokenizer
 imports = time.perf_counter() - started
-from llm_magics.loading import bundled_gguf_path
+from llm_magics.engines.transformers.source import bundled_gguf_path
 gguf = bundled_gguf_path()
 started = time.perf_counter()
 tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

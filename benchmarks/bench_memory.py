@@ -23,14 +23,16 @@ import gc, json, re
 import psutil, torch, transformers  # imported before the baseline: they are not the model
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from llm_magics import loading
+from llm_magics.engines.transformers.memory import estimate_memory
+from llm_magics.engines.transformers.plan import plan_load, plan_mode
+from llm_magics.engines.transformers.source import resolve_source
 ip = InteractiveShell.instance()
 ip.run_line_magic("load_ext", "llm_magics")
-source = loading.resolve_source({model!r})
+source = resolve_source({model!r})
 args = {options!r}.split()
-plan = loading.plan_load(source, quantization=args[1] if args[0] == "--quant" else "none",
+plan = plan_load(source, quantization=args[1] if args[0] == "--quant" else "none",
                          dtype=args[1] if args[0] == "--dtype" else "auto")
-estimate = loading.estimate_memory(plan).bytes_for(loading.plan_mode(plan))
+estimate = estimate_memory(plan).bytes_for(plan_mode(plan))
 gc.collect()
 baseline = psutil.Process().memory_info().rss
 with open("/proc/self/clear_refs", "w") as f:

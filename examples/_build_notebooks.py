@@ -329,7 +329,7 @@ def quantization() -> nbformat.NotebookNode:
                 "import pandas as pd\n"
                 "\n"
                 "import llm_magics\n"
-                "from llm_magics import claims, loading\n"
+                "from llm_magics import claims\n"
                 "\n"
                 "PARAGRAPH = (\n"
                 '    "The Sun is the star at the centre of the Solar System. It is a nearly perfect ball of hot "\n'
@@ -338,7 +338,7 @@ def quantization() -> nbformat.NotebookNode:
                 ")\n"
                 'PROMPT = "The three primary colours are"\n'
                 "# The numbers %llm_load --estimate showed above, to put beside the measurements.\n"
-                "ESTIMATE = loading.estimate_memory(loading.plan_load(loading.resolve_source(None))).per_mode\n"
+                "ESTIMATE = llm_magics.estimate().per_mode\n"
                 "rows = []\n"
                 "\n"
                 "\n"
@@ -410,13 +410,11 @@ def open_llms_lesson() -> nbformat.NotebookNode:
             code(
                 "import torch\n"
                 "\n"
-                "from llm_magics import loading\n"
+                "import llm_magics\n"
                 "\n"
-                "here = loading.detect_hardware()\n"
                 'print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none: this runtime computes on the CPU")\n'
-                'print("compute dtype here:  %s (%s)" % loading.choose_compute_dtype(here))\n'
-                't4 = loading.Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4")\n'
-                'print("on Colab\'s T4:       %s (%s)" % loading.choose_compute_dtype(t4))'
+                'print("compute dtype here:  %s (%s)" % llm_magics.compute_dtype())\n'
+                'print("on Colab\'s T4:       %s (%s)" % llm_magics.compute_dtype("cuda", (7, 5)))'
             ),
             md(
                 "The T4 line matters later: many tutorials write `bnb_4bit_compute_dtype=torch.bfloat16`. "
@@ -508,13 +506,13 @@ def open_llms_lesson() -> nbformat.NotebookNode:
                 'PARAGRAPH = "Water boils at one hundred degrees Celsius at sea level. Higher up, the air pressure is lower, so it boils at a lower temperature."\n'
                 'PROMPT = "The three primary colours are"\n'
                 "\n"
-                "modes = claims.modes_for(here)\n"
+                "modes = claims.modes_for()\n"
                 "if modes.skipped:\n"
                 "    print(modes.skipped)\n"
                 "rows = []\n"
                 "for mode in modes.modes:\n"
                 '    choice = {"quantization": mode} if mode.endswith("bit") else {"dtype": mode}\n'
-                "    engine = loading.load_model(loading.plan_load(loading.resolve_source(None), **choice))\n"
+                "    engine = llm_magics.load(None, **choice)\n"
                 "    rows.append(claims.measure(engine, mode, text=PARAGRAPH, prompt=PROMPT))\n"
                 "    engine.close()\n"
                 "rows = claims.rounded(rows)\n"
@@ -583,7 +581,7 @@ def open_llms_lesson() -> nbformat.NotebookNode:
     )
 
 
-#: Models that need no download: the bundled model's aliases (`loading.ALIASES`, kept in step by a test).
+#: Models that need no download: the bundled model's aliases (`engines.transformers.source.ALIASES`, kept in step by a test).
 LOCAL_MODELS = ("smollm2-135m", "smollm2-135m-instruct")
 
 

@@ -90,6 +90,44 @@ def next_token_distribution(text: str, name: str | None = None, **options: Any) 
     return distribution(_current_engine(name), text, **options)
 
 
+def estimate(model: str | None = None, **plan_options: Any) -> Any:
+    """What `%llm_load MODEL --estimate` shows, as a `MemoryEstimate` (`.per_mode`: bytes per mode).
+
+    `plan_options` are `plan_load`'s: quantization ("none", "4bit", "8bit"), dtype, revision,
+    trust_remote_code. Only the config is read: no weights.
+    """
+    from .engines.transformers.memory import estimate_memory
+    from .engines.transformers.plan import plan_load
+    from .engines.transformers.source import resolve_source
+
+    return estimate_memory(plan_load(resolve_source(model), **plan_options))
+
+
+def load(model: str | None = None, *, check_memory: bool = True, **plan_options: Any) -> Engine:
+    """Load MODEL (alias, .gguf, folder or hub id) into an engine of its own, outside the session's
+    models (`%llm_load` registers; this does not): call `.close()` on it to free its memory.
+
+    `plan_options` are `plan_load`'s: quantization ("none", "4bit", "8bit"), dtype, device_map,
+    revision, trust_remote_code, name.
+    """
+    from .engines.transformers.loading import load_model
+    from .engines.transformers.plan import plan_load
+    from .engines.transformers.source import resolve_source
+
+    return load_model(plan_load(resolve_source(model), **plan_options), check_memory=check_memory)
+
+
+def compute_dtype(
+    device: str | None = None, cuda_capability: tuple[int, int] | None = None
+) -> tuple[str, str]:
+    """The dtype llm_magics computes in, and why: on this machine by default, or on the device
+    described (`compute_dtype("cuda", (7, 5))` is Colab's T4)."""
+    from .engines.transformers.hardware import Hardware, choose_compute_dtype, detect_hardware
+
+    hardware = detect_hardware() if device is None else Hardware(device, cuda_capability=cuda_capability)
+    return choose_compute_dtype(hardware)
+
+
 def tokenize(text: str, name: str | None = None) -> list[Any]:
     """Token spans (id, token string, start, end, is_special) of `text` under a loaded tokenizer."""
     from .engines.base import Tokenizes
@@ -104,8 +142,11 @@ def tokenize(text: str, name: str | None = None) -> list[Any]:
 
 __all__ = [
     "__version__",
+    "compute_dtype",
+    "estimate",
     "get_entry",
     "get_model",
+    "load",
     "load_ipython_extension",
     "next_token_distribution",
     "tokenize",

@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .engines.base import Completes, Engine, GenerationOptions, ScoresTokens, Tokenizes
+from .engines.base import Completes, Engine, ScoresTokens, Tokenizes
+from .engines.transformers.hardware import Hardware, detect_hardware
 from .errors import InvalidOption
-from .loading import Hardware
+from .values import GenerationOptions
 
 #: The lesson's numbers: share of float32's memory, and how much worse perplexity may get.
 LESSON_MEMORY = {"16-bit": 0.50, "4bit": 0.25}  # it gives no figure for 8-bit
@@ -40,13 +41,15 @@ class Modes:
     skipped: str | None
 
 
-def modes_for(hardware: Hardware, *, bitsandbytes: bool | None = None) -> Modes:
-    """float32, the 16-bit float this hardware computes in, and 8-/4-bit where bitsandbytes is there.
+def modes_for(hardware: Hardware | None = None, *, bitsandbytes: bool | None = None) -> Modes:
+    """float32, the 16-bit float this hardware (this machine's by default) computes in, and
+    8-/4-bit where bitsandbytes is there.
 
     The 16-bit mode is float16 on GPUs without bfloat16 units (a T4) and on Apple GPUs, else bfloat16.
     """
     if bitsandbytes is None:
         bitsandbytes = importlib.util.find_spec("bitsandbytes") is not None
+    hardware = hardware or detect_hardware()
     major = (hardware.cuda_capability or (0, 0))[0]
     half = "float16" if hardware.device == "mps" or (hardware.device == "cuda" and major < 8) else "bfloat16"
     if bitsandbytes:

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from .conversation import Message
-from .engines.base import GenerationOptions
+from .engines.transformers.quantization import COMPUTE_DTYPE_KEY, bitsandbytes_settings
+from .engines.transformers.source import SourceKind
+from .values import GenerationOptions
 
 
 def _kwargs(pairs: Sequence[tuple[str, str]], indent: str = "") -> str:
@@ -33,19 +35,19 @@ def _generate_pairs(options: GenerationOptions) -> list[tuple[str, str]]:
 
 
 def _quantization(plan: Any) -> str | None:
-    """The `BitsAndBytesConfig(...)` expression `loading.quantization_config` builds, or None."""
-    if plan is None or plan.quantization == "none":
+    """The `BitsAndBytesConfig(...)` expression the load builds (`bitsandbytes_settings`), or None."""
+    settings = bitsandbytes_settings(plan) if plan is not None else None
+    if settings is None:
         return None
-    if plan.quantization == "8bit":
-        return "BitsAndBytesConfig(load_in_8bit=True)"
-    return (
-        "BitsAndBytesConfig(\n"
-        "    load_in_4bit=True,\n"
-        '    bnb_4bit_quant_type="nf4",\n'
-        "    bnb_4bit_use_double_quant=True,\n"
-        f"    bnb_4bit_compute_dtype=torch.{plan.dtype},  # {plan.dtype_reason}\n"
-        ")"
-    )
+    if len(settings) == 1:
+        return "BitsAndBytesConfig({}={!r})".format(*next(iter(settings.items())))
+    lines = ["BitsAndBytesConfig("]
+    for key, value in settings.items():
+        if key == COMPUTE_DTYPE_KEY:
+            lines.append(f"    {key}=torch.{value},  # {plan.dtype_reason}")
+        else:
+            lines.append(f"    {key}={value!r},")
+    return "\n".join([*lines, ")"])
 
 
 def _location(plan: Any, fallback: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -54,7 +56,7 @@ def _location(plan: Any, fallback: str) -> tuple[list[str], list[tuple[str, str]
     if source is None:
         return [f"model_id = {fallback!r}"], []
     pairs: list[tuple[str, str]] = []
-    if source.kind == "gguf":
+    if source.kind is SourceKind.GGUF:
         lines = [
             f"model_id = {str(source.path.parent)!r}",
             f"gguf_file = {source.path.name!r}  # read and dequantized by transformers (takes a while)",
@@ -64,7 +66,7 @@ def _location(plan: Any, fallback: str) -> tuple[list[str], list[tuple[str, str]
             lines.insert(
                 0, "# The bundled SmolLM2-135M-Instruct; from the hub: HuggingFaceTB/SmolLM2-135M-Instruct"
             )
-    elif source.kind == "folder":
+    elif source.kind is SourceKind.FOLDER:
         lines = [f"model_id = {str(source.path)!r}"]
     else:
         lines = [f"model_id = {source.hub_id!r}"]
@@ -76,7 +78,7 @@ def _location(plan: Any, fallback: str) -> tuple[list[str], list[tuple[str, str]
 
 
 def load_code(plan: Any, *, fallback: str = "MODEL", auto_class: str = "AutoModelForCausalLM") -> str:
-    """`%llm_load`: the tokenizer and the model, as `loading.load_model` built them."""
+    """`%llm_load`: the tokenizer and the model, as `engines.transformers.loading.load_model` built them."""
     location, access = _location(plan, fallback)
     quantization = _quantization(plan)
     tokenizer_only = bool(getattr(plan, "tokenizer_only", False))
@@ -204,7 +206,7 @@ def pipeline_code(
     variable = _PIPE_VARIABLES.get(task, "translator" if task.startswith("translation") else "pipe")
     source = getattr(plan, "source", None)
     lines: list[str] = []
-    if over_loaded_model or (source is not None and source.kind == "gguf"):
+    if over_loaded_model or (source is not None and source.kind is SourceKind.GGUF):
         lines += [load_code(plan, fallback=fallback), "from transformers import pipeline", ""]
         lines.append(f"{variable} = pipeline({task!r}, model=model, tokenizer=tokenizer)")
     else:

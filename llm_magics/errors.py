@@ -59,7 +59,7 @@ class LlmMagicsError(Exception):
 
 
 class TransformersUnsupported(LlmMagicsError):
-    """Raised at `%llm_load` when transformers is missing or older than `loading.MIN_TRANSFORMERS`.
+    """Raised at `%llm_load` when transformers is missing or older than `engines.transformers.versions.MIN_TRANSFORMERS`.
 
     transformers 4.x loads models through other names (torch_dtype, another GGUF path); rather than
     fail somewhere deep inside it, the load stops first and says what to install.

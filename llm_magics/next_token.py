@@ -36,20 +36,10 @@ from typing import Any
 
 from .bytelevel import token_bytes
 from .conversation import check_text
-from .engines.base import (
-    TEMPERATURE_RANGE,
-    Engine,
-    ExplainsLimits,
-    PredictsNext,
-    PredictsTopNext,
-    SampledNext,
-    SamplesNext,
-    Tokenizes,
-    TopLogprobs,
-    temperature_ok,
-)
+from .engines.base import Engine, ExplainsLimits, PredictsNext, PredictsTopNext, SamplesNext, Tokenizes
 from .errors import InvalidOption, NotSupported
-from .tokens import _special_ids
+from .tokens import special_ids
+from .values import TEMPERATURE_RANGE, SampledNext, TopLogprobs, temperature_ok
 
 #: Steps past this are a table nobody reads (and a minute of forward passes on a CPU).
 MAX_STEPS = 100
@@ -402,7 +392,7 @@ def _ranked(logits: Any) -> Any:
 
 def _labels(tokenizer: Any, ids: Sequence[int]) -> list[tuple[str, str, bool, bytes | None]]:
     """(vocabulary string, text, special, partial bytes) for each id."""
-    special = _special_ids(tokenizer)
+    special = special_ids(tokenizer)
     tokens = tokenizer.convert_ids_to_tokens(list(ids))
     out = []
     for token_id, token in zip(ids, tokens, strict=True):

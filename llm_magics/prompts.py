@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .conversation import Conversation, Message, with_system
-from .engines.base import PreparedTurn
 from .errors import ChatTemplateFailed, InvalidOption, first_line
+from .values import PreparedTurn
 
 
 def has_chat_template(tokenizer: Any) -> bool:

@@ -7,13 +7,13 @@ carrying all their ids, so no view ever shows half a character as "�". Charact
 (whitespace a normaliser dropped) become spans without ids. Either way the spans' texts,
 concatenated, give back the input exactly.
 
-torch is imported only by `token_probabilities`, and only when it is called.
+Each token's probability comes from an engine that `ScoresTokens` (in process:
+`engines.transformers.scoring`); this module imports no torch.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from .conversation import check_text
 from .engines.base import ScoresTokens
 from .errors import InvalidOption
 from .prompts import apply_chat_template, context_length_of, has_chat_template
+from .values import TokenProbs
 
 #: A conversation shown by `%tokens --chat` before the user has chatted, so the template is visible.
 EXAMPLE_CONVERSATION: list[dict[str, str]] = [
@@ -132,21 +133,7 @@ class Tokenization:
         return self.changes_total == 0
 
 
-@dataclass
-class TokenProbs:
-    """Probability of each token under the model given the tokens before it (one forward pass).
-
-    `probs[i]` and `top[i]` are None for the first token, which nothing predicts. `top[i]` holds
-    the model's `k` likeliest tokens at that position as (id, token string, probability); the id is
-    None where the engine names alternatives by their text only (a server's log-probabilities).
-    """
-
-    probs: list[float | None]
-    top: list[list[tuple[int | None, str, float]] | None]
-    perplexity: float | None
-
-
-def _special_ids(tokenizer: Any) -> set[int]:
+def special_ids(tokenizer: Any) -> set[int]:
     ids = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
     for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
         if getattr(added, "special", False):
@@ -234,7 +221,7 @@ def tokenize_text(tokenizer: Any, text: str, *, add_special_tokens: bool = True)
     """
     ids, offsets = _encode(tokenizer, text, add_special_tokens)
     return spans_from_offsets(
-        text, ids, offsets, tokenizer.convert_ids_to_tokens(ids), _special_ids(tokenizer)
+        text, ids, offsets, tokenizer.convert_ids_to_tokens(ids), special_ids(tokenizer)
     )
 
 
@@ -286,7 +273,7 @@ def analyse(
 ) -> Tokenization:
     """Tokenise `text` for a view: spans (cut after `max_tokens`), exact counts, round-trip check."""
     ids, offsets = _encode(tokenizer, text, add_special_tokens)
-    specials = _special_ids(tokenizer)
+    specials = special_ids(tokenizer)
     # Spans are built only as far as the view goes: the counts come from the ids themselves.
     spans = spans_from_offsets(
         text, ids, offsets, tokenizer.convert_ids_to_tokens(ids), specials, stop_after=max_tokens
@@ -389,33 +376,6 @@ def analyse_chat(
     return view
 
 
-def token_probabilities(model: Any, tokenizer: Any, ids: Sequence[int], *, top_k: int = 5) -> TokenProbs:
-    """Each token's probability given the ones before it, with the top `k` alternatives, from one
-    forward pass; perplexity is exp of the mean negative log-likelihood of tokens 2..n."""
-    import torch
-
-    if not ids:
-        return TokenProbs([], [], None)
-    # transformers models know where their inputs go (the first device under a device_map).
-    device = getattr(model, "device", None) or next(model.parameters()).device
-    with torch.no_grad():
-        logits = model(input_ids=torch.tensor([list(ids)], device=device)).logits[0].float()
-    log_probs = torch.log_softmax(logits[:-1], dim=-1)
-    targets = torch.tensor(list(ids[1:]), device=log_probs.device)
-    chosen = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
-    top_values, top_ids = log_probs.topk(max(1, min(top_k, log_probs.shape[-1])), dim=-1)
-    top_ids_list = top_ids.tolist()
-    top_probs_list = top_values.exp().tolist()
-    distinct = sorted({i for row in top_ids_list for i in row})
-    name_of = dict(zip(distinct, tokenizer.convert_ids_to_tokens(distinct), strict=True))
-    probs: list[float | None] = [None, *chosen.exp().tolist()]
-    top: list[list[tuple[int | None, str, float]] | None] = [None]
-    for row_ids, row_probs in zip(top_ids_list, top_probs_list, strict=True):
-        top.append([(i, str(name_of[i]), p) for i, p in zip(row_ids, row_probs, strict=True)])
-    perplexity = math.exp(-chosen.mean().item()) if len(ids) > 1 else None
-    return TokenProbs(probs, top, perplexity)
-
-
 def with_probabilities(view: Tokenization, scorer: ScoresTokens, *, top_k: int = 5) -> Tokenization:
     """Attach the scorer's `token_probabilities` of the whole text to the view (it must fit the context)."""
     if view.context_length and view.n_tokens > view.context_length:
@@ -436,7 +396,6 @@ __all__ = [
     "analyse_chat",
     "normalisation_changes",
     "spans_from_offsets",
-    "token_probabilities",
     "tokenize_text",
     "with_probabilities",
 ]

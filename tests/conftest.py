@@ -127,9 +127,9 @@ def loaded_tiny(tiny_models):
 @pytest.fixture
 def tiny_engine(loaded_tiny):
     """A fresh in-process engine (no conversation yet) over a tiny model: `tiny_engine("llama")`."""
-    from llm_magics.engines.base import EngineInfo, EngineKind
     from llm_magics.engines.transformers import TransformersEngine
     from llm_magics.prompts import has_chat_template
+    from llm_magics.values import EngineInfo, EngineKind
 
     def make(family: str = "llama", context_length: int | None = None) -> TransformersEngine:
         model, tokenizer = loaded_tiny(family)
@@ -148,9 +148,11 @@ def tiny_engine(loaded_tiny):
 @pytest.fixture(scope="session")
 def smollm(bundled_gguf):
     """The bundled SmolLM2-135M-Instruct in float32, loaded once per run (converted once, cached)."""
-    from llm_magics import loading
+    from llm_magics.engines.transformers.loading import load_model
+    from llm_magics.engines.transformers.plan import plan_load
+    from llm_magics.engines.transformers.source import resolve_source
 
-    engine = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="float32"))
+    engine = load_model(plan_load(resolve_source(None), dtype="float32"))
     return engine.model, engine.tokenizer
 
 

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llm_magics.conversation import Conversation, Message, with_system
-from llm_magics.engines.base import (
+from llm_magics.errors import InvalidOption
+from llm_magics.values import (
     EngineInfo,
     EngineKind,
     FinishReason,
@@ -26,7 +27,6 @@ from llm_magics.engines.base import (
     Stats,
     TextCallback,
 )
-from llm_magics.errors import InvalidOption
 
 
 def echo(messages: Sequence[Message]) -> str:

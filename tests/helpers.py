@@ -73,7 +73,7 @@ def say(
 
     `session` defaults to the engine's current conversation.
     """
-    from llm_magics.engines.base import GenerationOptions
+    from llm_magics.values import GenerationOptions
 
     engine.reuse_cache, engine.cpu_decoding = reuse_cache, cpu_decoding
     session = session or engine.session

@@ -18,18 +18,14 @@ from llm_magics.engines.base import (
     Chats,
     Completes,
     Engine,
-    EngineInfo,
-    EngineKind,
-    FinishReason,
-    GenerationOptions,
     HoldsModel,
     PredictsNext,
     ScoresTokens,
-    Stats,
     Tokenizes,
 )
 from llm_magics.engines.transformers import TransformersEngine, generation
 from llm_magics.errors import ConversationFileInvalid, GenerationFailed, InvalidOption
+from llm_magics.values import EngineInfo, EngineKind, FinishReason, GenerationOptions, Stats
 from tests.helpers import FakeClock, RaiseOnForward, say
 
 QUESTION = "What is the capital of France?"
@@ -597,10 +593,12 @@ def test_stats_report_time_to_first_token_and_decoding_rate(tiny_engine):
 
 
 def test_a_tokenizer_only_engine_cannot_generate(tiny_models):
-    from llm_magics import loading
+    from llm_magics.engines.transformers.loading import load_model
+    from llm_magics.engines.transformers.plan import plan_load
+    from llm_magics.engines.transformers.source import resolve_source
 
-    source = loading.resolve_source(str(tiny_models["llama"]), tokenizer_only=True)
-    engine = loading.load_model(loading.plan_load(source, tokenizer_only=True))
+    source = resolve_source(str(tiny_models["llama"]), tokenizer_only=True)
+    engine = load_model(plan_load(source, tokenizer_only=True))
     assert engine.describe().tokenizer_only
     assert isinstance(engine, Engine) and isinstance(engine, Tokenizes)
     for capability in (Chats, Completes, ScoresTokens, PredictsNext, HoldsModel):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llm_magics import claims
+from llm_magics.engines.transformers.hardware import Hardware
 from llm_magics.errors import InvalidOption
-from llm_magics.loading import Hardware
 
 pytestmark = pytest.mark.torchfree
 

@@ -114,12 +114,14 @@ def test_tokens_code_goes_with_text_only(shell, tiny_models):
 
 
 def test_quantized_load_code_has_the_chosen_compute_dtype():
-    from llm_magics import loading
     from llm_magics.code import load_code, pipeline_code
+    from llm_magics.engines.transformers.hardware import Hardware
+    from llm_magics.engines.transformers.plan import plan_load
+    from llm_magics.engines.transformers.source import ModelSource, SourceKind
 
-    source = loading.ModelSource("hub", "m", hub_id="org/m")
-    t4 = loading.Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4")
-    plan = loading.plan_load(source, quantization="4bit", hardware=t4)
+    source = ModelSource(SourceKind.HUB, "m", hub_id="org/m")
+    t4 = Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4")
+    plan = plan_load(source, quantization="4bit", hardware=t4)
     code = load_code(plan)
     assert "BitsAndBytesConfig(" in code and "bnb_4bit_compute_dtype=torch.float16" in code
     assert "model_id = 'org/m'" in code and "device_map='auto'" in code

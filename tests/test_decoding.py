@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_magics.engines.base import GenerationOptions
 from llm_magics.engines.transformers import decoding, generation
+from llm_magics.values import GenerationOptions
 from tests.factories import FAMILIES
 from tests.helpers import RaiseOnForward, say
 
@@ -204,10 +204,12 @@ def test_the_models_attention_is_restored_when_generation_is_interrupted(tiny_en
 def test_bundled_model_in_bfloat16_gives_transformers_replies_in_exact_mode(monkeypatch):
     import torch
 
-    from llm_magics import loading
+    from llm_magics.engines.transformers.loading import load_model
+    from llm_magics.engines.transformers.plan import plan_load
+    from llm_magics.engines.transformers.source import resolve_source
 
     monkeypatch.setattr(decoding, "_MIN_HEADROOM", 16)
-    engine = loading.load_model(loading.plan_load(loading.resolve_source(None), dtype="bfloat16"))
+    engine = load_model(plan_load(resolve_source(None), dtype="bfloat16"))
     try:
         assert engine.model.dtype == torch.bfloat16
         replies = {}

@@ -14,14 +14,8 @@ from typing import Any
 import pytest
 
 from llm_magics.conversation import Conversation
-from llm_magics.engines.base import (
-    Chats,
-    ChatSession,
-    Completes,
-    Engine,
-    FinishReason,
-    GenerationOptions,
-)
+from llm_magics.engines.base import Chats, ChatSession, Completes, Engine
+from llm_magics.values import FinishReason, GenerationOptions
 from tests.fake_engine import fake_engine
 
 

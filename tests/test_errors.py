@@ -6,7 +6,8 @@ import inspect
 
 import pytest
 
-from llm_magics import errors, loading
+from llm_magics import errors
+from llm_magics.engines.transformers import versions
 from tests.helpers import assert_one_line_error, magics, run
 
 pytestmark = pytest.mark.torchfree
@@ -26,7 +27,7 @@ def test_every_error_renders_as_one_line_and_is_in_the_tree(cls):
 
 
 def test_llm_load_without_transformers_says_what_to_install(shell, monkeypatch):
-    monkeypatch.setattr(loading, "installed_transformers", lambda: None)
+    monkeypatch.setattr(versions, "installed_transformers", lambda: None)
     result, captured = run(shell, "%llm_load")
     assert_one_line_error(result, captured, "TransformersUnsupported", "transformers is not installed")
     assert len(magics(shell).registry) == 0

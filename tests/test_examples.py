@@ -79,7 +79,7 @@ def test_only_cells_whose_model_needs_the_hub_are_tagged_to_run_on(path: Path) -
 
 
 def test_the_hub_rule_knows_local_models_from_hub_ids() -> None:
-    from llm_magics.loading import ALIASES
+    from llm_magics.engines.transformers.source import ALIASES
 
     assert set(_build_notebooks.LOCAL_MODELS) == set(ALIASES)
     needs = _build_notebooks.needs_hub

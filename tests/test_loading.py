@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from llm_magics import loading
+from llm_magics.engines.transformers import gguf, versions
+from llm_magics.engines.transformers import source as sources
+from llm_magics.engines.transformers.gguf import CONVERSION_FORMAT, converted_folder
+from llm_magics.engines.transformers.hardware import Hardware, choose_compute_dtype
+from llm_magics.engines.transformers.loading import load_model
+from llm_magics.engines.transformers.memory import check_fits, estimate_memory
+from llm_magics.engines.transformers.plan import compute_dtype_note, plan_load
+from llm_magics.engines.transformers.quantization import quantization_config
+from llm_magics.engines.transformers.source import SourceKind, resolve_source
 from llm_magics.errors import (
     HubUnreachable,
     InsufficientMemory,
@@ -18,7 +26,6 @@ from llm_magics.errors import (
     QuantizationUnavailable,
     TransformersUnsupported,
 )
-from llm_magics.loading import Hardware, choose_compute_dtype, plan_load, resolve_source
 
 CPU = Hardware("cpu")
 
@@ -29,7 +36,7 @@ CPU = Hardware("cpu")
 def test_no_model_means_the_bundled_gguf(bundled_gguf):
     source = resolve_source(None)
     assert (source.kind, source.name, source.path, source.bundled) == (
-        "gguf",
+        SourceKind.GGUF,
         "smollm2-135m",
         bundled_gguf,
         True,
@@ -38,10 +45,10 @@ def test_no_model_means_the_bundled_gguf(bundled_gguf):
 
 
 def test_alias_falls_back_to_the_hub_id_without_the_bundled_package(monkeypatch):
-    monkeypatch.setattr(loading, "bundled_gguf_path", lambda: None)
+    monkeypatch.setattr(sources, "bundled_gguf_path", lambda: None)
     source = resolve_source(None)
     assert (source.kind, source.hub_id, source.name) == (
-        "hub",
+        SourceKind.HUB,
         "HuggingFaceTB/SmolLM2-135M-Instruct",
         "smollm2-135m",
     )
@@ -49,11 +56,15 @@ def test_alias_falls_back_to_the_hub_id_without_the_bundled_package(monkeypatch)
 
 def test_folder_gguf_file_and_hub_id(tiny_models, bundled_gguf):
     folder = resolve_source(str(tiny_models["qwen2"]))
-    assert (folder.kind, folder.name) == ("folder", "tiny-qwen2")
+    assert (folder.kind, folder.name) == (SourceKind.FOLDER, "tiny-qwen2")
     gguf = resolve_source(str(bundled_gguf))
-    assert (gguf.kind, gguf.name) == ("gguf", "SmolLM2-135M-Instruct.Q4_1")
+    assert (gguf.kind, gguf.name) == (SourceKind.GGUF, "SmolLM2-135M-Instruct.Q4_1")
     hub = resolve_source("Qwen/Qwen2.5-0.5B-Instruct")
-    assert (hub.kind, hub.hub_id, hub.name) == ("hub", "Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct")
+    assert (hub.kind, hub.hub_id, hub.name) == (
+        SourceKind.HUB,
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "Qwen2.5-0.5B-Instruct",
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,12 +128,12 @@ def test_quantization_config_is_the_tutorials():
     plan = plan_load(
         resolve_source(None), quantization="4bit", hardware=Hardware("cuda", cuda_capability=(8, 6))
     )
-    config = loading.quantization_config(plan)
+    config = quantization_config(plan)
     assert config.load_in_4bit and not config.load_in_8bit
     assert config.bnb_4bit_quant_type == "nf4"
     assert config.bnb_4bit_use_double_quant is True
     assert config.bnb_4bit_compute_dtype == torch.bfloat16
-    eight = loading.quantization_config(plan_load(resolve_source(None), quantization="8bit", hardware=CPU))
+    eight = quantization_config(plan_load(resolve_source(None), quantization="8bit", hardware=CPU))
     assert eight.load_in_8bit and not eight.load_in_4bit
 
 
@@ -164,7 +175,7 @@ def _big_config_folder(tmp_path: Path, bytes_in_bf16: float) -> Path:
 
 def test_estimate_counts_quantizable_layers_and_orders_modes(tiny_models):
     plan = plan_load(resolve_source(str(tiny_models["llama"])), hardware=Hardware("cpu", cpu_bf16=True))
-    estimate = loading.estimate_memory(plan)
+    estimate = estimate_memory(plan)
     sizes = [estimate.bytes_for(mode) for mode in ("float32", "16-bit", "8bit", "4bit")]
     assert sizes == sorted(sizes, reverse=True)
     assert 0 < estimate.quantizable < estimate.parameters
@@ -173,10 +184,10 @@ def test_estimate_counts_quantizable_layers_and_orders_modes(tiny_models):
 
 def test_estimate_keeps_unquantized_parts_in_float32_on_a_cpu_without_bf16(tiny_models):
     source = resolve_source(str(tiny_models["llama"]))
-    with_bf16 = loading.estimate_memory(
+    with_bf16 = estimate_memory(
         plan_load(source, quantization="4bit", hardware=Hardware("cpu", cpu_bf16=True))
     )
-    without = loading.estimate_memory(plan_load(source, quantization="4bit", hardware=CPU))
+    without = estimate_memory(plan_load(source, quantization="4bit", hardware=CPU))
     rest = without.parameters - without.quantizable
     assert (without.rest_dtype, with_bf16.rest_dtype) == ("float32", "bfloat16")
     assert without.bytes_for("4bit") - with_bf16.bytes_for("4bit") == 2 * rest
@@ -188,12 +199,12 @@ def test_too_large_a_model_is_refused_with_a_suggestion(tmp_path):
     available = psutil.virtual_memory().available
     folder = _big_config_folder(tmp_path, bytes_in_bf16=1.5 * available)
     plan = plan_load(resolve_source(str(folder)), dtype="bfloat16", hardware=CPU)
-    estimate = loading.estimate_memory(plan)
+    estimate = estimate_memory(plan)
     assert estimate.bytes_for("16-bit") > available
     with pytest.raises(
         InsufficientMemory, match=r"needs ~[\d.]+ GB in bfloat16, [\d.]+ GB available system RAM; try --quant"
     ):
-        loading.check_fits(plan, estimate)
+        check_fits(plan, estimate)
 
 
 # ------------------------------------------------------------------ loading
@@ -203,7 +214,7 @@ def test_bitsandbytes_missing_is_one_clear_line(tiny_models, monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # makes `import bitsandbytes` fail
     plan = plan_load(resolve_source(str(tiny_models["llama"])), quantization="4bit", hardware=CPU)
     with pytest.raises(QuantizationUnavailable, match="pip install bitsandbytes"):
-        loading.load_model(plan)
+        load_model(plan)
 
 
 def test_bitsandbytes_without_a_cpu_backend(tiny_models, monkeypatch):
@@ -212,13 +223,13 @@ def test_bitsandbytes_without_a_cpu_backend(tiny_models, monkeypatch):
     monkeypatch.setattr(bitsandbytes, "__version__", "0.42.0")
     plan = plan_load(resolve_source(str(tiny_models["llama"])), quantization="8bit", hardware=CPU)
     with pytest.raises(QuantizationUnavailable, match="no CPU backend"):
-        loading.load_model(plan)
+        load_model(plan)
 
 
 def test_hub_id_offline_fails_fast():
     plan = plan_load(resolve_source("someone/some-model"), hardware=CPU)
     with pytest.raises(HubUnreachable, match="HF_HUB_OFFLINE"):
-        loading.load_model(plan)
+        load_model(plan)
 
 
 def test_hub_unreachable_fails_in_seconds(monkeypatch):
@@ -229,7 +240,7 @@ def test_hub_unreachable_fails_in_seconds(monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
     plan = plan_load(resolve_source("someone/some-model"), hardware=CPU)
     with pytest.raises(HubUnreachable, match="cannot be reached"):
-        loading.load_model(plan)
+        load_model(plan)
 
 
 def test_corrupt_weights_are_a_load_failure(tiny_models, tmp_path):
@@ -239,7 +250,7 @@ def test_corrupt_weights_are_a_load_failure(tiny_models, tmp_path):
     shutil.copytree(tiny_models["llama"], broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors at all")
     with pytest.raises(ModelLoadFailed, match="Cannot load"):
-        loading.load_model(plan_load(resolve_source(str(broken)), hardware=CPU))
+        load_model(plan_load(resolve_source(str(broken)), hardware=CPU))
 
 
 def test_config_of_an_unknown_architecture(tmp_path):
@@ -247,11 +258,11 @@ def test_config_of_an_unknown_architecture(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
     with pytest.raises(ModelLoadFailed):
-        loading.estimate_memory(plan_load(resolve_source(str(folder)), hardware=CPU))
+        estimate_memory(plan_load(resolve_source(str(folder)), hardware=CPU))
 
 
 def test_pad_token_is_set_from_eos(tiny_models):
-    entry = loading.load_model(plan_load(resolve_source(str(tiny_models["gpt2"])), hardware=CPU))
+    entry = load_model(plan_load(resolve_source(str(tiny_models["gpt2"])), hardware=CPU))
     assert entry.tokenizer.pad_token == entry.tokenizer.eos_token == "<|endoftext|>"
     assert entry.model.generation_config.pad_token_id == entry.tokenizer.eos_token_id
     assert entry.describe().has_chat_template is False
@@ -262,18 +273,18 @@ def test_pad_token_is_set_from_eos(tiny_models):
 
 
 def test_the_converted_gguf_cache_depends_on_the_transformers_version(bundled_gguf, monkeypatch):
-    monkeypatch.setattr(loading, "installed_transformers", lambda: "5.15.0")
-    on_colab = loading.converted_folder(bundled_gguf)
-    assert loading.converted_folder(bundled_gguf) == on_colab, "the same file and version: the same folder"
-    monkeypatch.setattr(loading, "installed_transformers", lambda: "5.24.0")
-    assert loading.converted_folder(bundled_gguf) != on_colab
-    monkeypatch.setattr(loading, "CONVERSION_FORMAT", loading.CONVERSION_FORMAT + 1)
-    assert len({loading.converted_folder(bundled_gguf), on_colab}) == 2
+    monkeypatch.setattr(versions, "installed_transformers", lambda: "5.15.0")
+    on_colab = converted_folder(bundled_gguf)
+    assert converted_folder(bundled_gguf) == on_colab, "the same file and version: the same folder"
+    monkeypatch.setattr(versions, "installed_transformers", lambda: "5.24.0")
+    assert converted_folder(bundled_gguf) != on_colab
+    monkeypatch.setattr(gguf, "CONVERSION_FORMAT", CONVERSION_FORMAT + 1)
+    assert len({converted_folder(bundled_gguf), on_colab}) == 2
 
 
 @pytest.mark.parametrize("installed", ["4.57.6", None])
 def test_transformers_older_than_5_or_missing_stops_the_plan(installed, monkeypatch):
-    monkeypatch.setattr(loading, "installed_transformers", lambda: installed)
+    monkeypatch.setattr(versions, "installed_transformers", lambda: installed)
     with pytest.raises(TransformersUnsupported, match=r'%pip install "transformers>=5\.0"'):
         plan_load(resolve_source("someone/some-model"), hardware=CPU)
 
@@ -284,9 +295,9 @@ def test_estimate_without_transformers_rule_skips_the_same_layers(tiny_models, f
     import transformers.quantizers.base
 
     plan = plan_load(resolve_source(str(tiny_models[family])), quantization="4bit", hardware=CPU)
-    with_rule = loading.estimate_memory(plan)
+    with_rule = estimate_memory(plan)
     monkeypatch.delattr(transformers.quantizers.base, "get_keys_to_not_convert")
-    without = loading.estimate_memory(plan)
+    without = estimate_memory(plan)
     assert (without.quantizable, without.per_mode) == (with_rule.quantizable, with_rule.per_mode)
 
 
@@ -299,11 +310,11 @@ def test_a_t4_card_shows_float16_compute_and_why(tiny_models):
     t4 = Hardware("cuda", cuda_capability=(7, 5), cuda_name="Tesla T4")
     source = resolve_source(str(tiny_models["llama"]))
     plan = plan_load(source, quantization="4bit", hardware=t4, device_map="cpu")
-    assert loading.compute_dtype_note(plan) == (
+    assert compute_dtype_note(plan) == (
         "compute dtype float16: CUDA compute capability 7.5 (< 8.0) has no bfloat16 units"
     )
     # No GPU here to ask for free memory: the T4's 15 GB are not what this test is about.
-    engine = loading.load_model(plan, check_memory=False)
+    engine = load_model(plan, check_memory=False)
     try:
         text = ModelCard(engine.describe())._repr_mimebundle_()["text/plain"]
     finally:

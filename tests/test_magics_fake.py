@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from llm_magics.engines.base import EngineInfo, EngineKind
+from llm_magics.values import EngineInfo, EngineKind
 from tests.fake_engine import fake_engine
 from tests.helpers import FakeClock, assert_one_line_error, magics, run, shown_html, shown_text
 

@@ -105,9 +105,10 @@ def test_progress_without_transformers_tqdm_hook_shows_the_stage_and_no_bars(she
 
 
 def test_transformers_4_at_llm_load_is_one_line_saying_what_to_install(shell, monkeypatch):
-    from llm_magics import loading
 
-    monkeypatch.setattr(loading, "installed_transformers", lambda: "4.57.6")
+    from llm_magics.engines.transformers import versions
+
+    monkeypatch.setattr(versions, "installed_transformers", lambda: "4.57.6")
     result, captured = run(shell, "%llm_load")
     assert_one_line_error(
         result, captured, "TransformersUnsupported", "transformers 4.57.6 is older than 5.0, the oldest"
@@ -359,16 +360,18 @@ def test_cached_load_in_a_fresh_kernel_does_not_convert_again(shell, isolated_ca
 @pytest.mark.slow
 @pytest.mark.parametrize("options", ["--dtype float32", "--dtype bfloat16", "--quant 8bit", "--quant 4bit"])
 def test_estimate_is_within_15_percent_of_the_measured_footprint(shell, options):
-    from llm_magics import loading
+    from llm_magics.engines.transformers.memory import estimate_memory
+    from llm_magics.engines.transformers.plan import plan_load, plan_mode
+    from llm_magics.engines.transformers.source import resolve_source
 
-    source = loading.resolve_source(None)
+    source = resolve_source(None)
     quant = options.split()[-1] if "--quant" in options else "none"
     dtype = options.split()[-1] if "--dtype" in options else "auto"
-    plan = loading.plan_load(source, quantization=quant, dtype=dtype)
-    estimate = loading.estimate_memory(plan)
+    plan = plan_load(source, quantization=quant, dtype=dtype)
+    estimate = estimate_memory(plan)
     run(shell, f"%llm_load {options} --as measured")
     measured = magics(shell).registry.get("measured").describe().footprint_bytes
-    predicted = estimate.bytes_for(loading.plan_mode(plan))
+    predicted = estimate.bytes_for(plan_mode(plan))
     assert abs(predicted - measured) / measured < 0.15, (predicted, measured)
 
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
-from llm_magics.engines.base import EngineInfo, EngineKind, PredictsNext, Tokenizes
+from llm_magics.engines.base import PredictsNext, Tokenizes
 from llm_magics.errors import InvalidOption, NotSupported
 from llm_magics.next_token import (
     MAX_STEPS,
@@ -33,6 +33,7 @@ from llm_magics.next_token import (
     token_bytes,
     warp,
 )
+from llm_magics.values import EngineInfo, EngineKind
 
 
 class TinyEngine:

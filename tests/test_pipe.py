@@ -138,12 +138,13 @@ def test_text_generation_reuses_the_loaded_chat_model(shell, tiny_models, monkey
 
 
 def test_a_pipeline_is_listed_with_its_task_reused_and_unloaded(shell, task_models, monkeypatch):
-    from llm_magics import loading
+    from llm_magics.engines.transformers.loading import load_weights
+    from llm_magics.magics import pipe
 
     folder = task_models["sentiment"]
     loads = []
-    real = loading.load_weights
-    monkeypatch.setattr(loading, "load_weights", lambda *a, **k: loads.append(1) or real(*a, **k))
+    real = load_weights
+    monkeypatch.setattr(pipe, "load_weights", lambda *a, **k: loads.append(1) or real(*a, **k))
     for _ in range(2):
         result, _ = run(shell, f"%llm_pipe sentiment-analysis --model {folder} good")
         assert result.success, result.error_in_exec
@@ -263,16 +264,9 @@ def test_a_pipeline_engine_keeps_the_protocols_it_has(task_models):
     import torch
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from llm_magics.engines.base import (
-        Chats,
-        Completes,
-        Engine,
-        EngineInfo,
-        EngineKind,
-        HoldsModel,
-        Tokenizes,
-    )
+    from llm_magics.engines.base import Chats, Completes, Engine, HoldsModel, Tokenizes
     from llm_magics.engines.pipeline import PipelineEngine
+    from llm_magics.values import EngineInfo, EngineKind
 
     folder = task_models["mlm"]
     model = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32)

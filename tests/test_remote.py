@@ -17,15 +17,7 @@ from pathlib import Path
 import pytest
 
 from llm_magics.conversation import Conversation
-from llm_magics.engines.base import (
-    Chats,
-    Completes,
-    Engine,
-    FinishReason,
-    GenerationOptions,
-    ScoresTokens,
-    Tokenizes,
-)
+from llm_magics.engines.base import Chats, Completes, Engine, ScoresTokens, Tokenizes
 from llm_magics.engines.remote import (
     RemoteEngine,
     ServerKind,
@@ -48,6 +40,7 @@ from llm_magics.errors import (
     ServerTimeout,
     ServerUnreachable,
 )
+from llm_magics.values import FinishReason, GenerationOptions
 from tests.remote_servers import (
     ENDPOINT_VARIABLE,
     MODEL_VARIABLE,
@@ -65,9 +58,9 @@ EXTERNAL = bool(os.environ.get(ENDPOINT_VARIABLE))
 
 @pytest.fixture(scope="session")
 def served_folder(bundled_gguf: Path) -> Path:
-    from llm_magics import loading
+    from llm_magics.engines.transformers.gguf import convert_gguf
 
-    return loading.convert_gguf(bundled_gguf)
+    return convert_gguf(bundled_gguf)
 
 
 @pytest.fixture(scope="session")
@@ -483,7 +476,7 @@ def test_the_context_is_checked_before_sending_and_old_turns_dropped(fake: FakeV
 def test_a_server_refusal_is_one_line_and_changes_nothing(fake: FakeVllm):
     engine = connect(fake.url)
     # Sent as is (no trimming) so that the server refuses it: vLLM's 400 for a long prompt.
-    from llm_magics.engines.base import PreparedTurn
+    from llm_magics.values import PreparedTurn
 
     turn = PreparedTurn([{"role": "user", "content": "word " * 100}])
     with pytest.raises(ServerRejected, match="maximum context length") as caught:

@@ -11,7 +11,7 @@ import pytest
 
 from llm_magics.display.next_token import NextTokenExplorer, NextTokenView, StepsView
 from llm_magics.display.tokens import visible
-from llm_magics.engines.base import PredictsTopNext, SamplesNext, TopLogprobs
+from llm_magics.engines.base import PredictsTopNext, SamplesNext
 from llm_magics.engines.remote import ScoringRemoteEngine, TokenizingRemoteEngine, connect
 from llm_magics.errors import LogprobsRefused, NotSupported, SamplingRefused
 from llm_magics.next_token import (
@@ -25,6 +25,7 @@ from llm_magics.next_token import (
     next_token_steps,
     warp,
 )
+from llm_magics.values import TopLogprobs
 from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 from tests.remote_servers import FakeVllm
 

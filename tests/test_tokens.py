@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llm_magics.display.tokens import TokenView, visible
+from llm_magics.engines.transformers.scoring import token_probabilities
 from llm_magics.errors import InvalidOption
 from llm_magics.tokens import (
     analyse,
     analyse_chat,
     normalisation_changes,
-    token_probabilities,
     tokenize_text,
     with_probabilities,
 )
@@ -463,8 +463,9 @@ def tiny_llama(tiny_models):
     """An in-process engine over the tiny Llama (256-token context): what `%tokens --probs` scores with."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llm_magics.engines.base import EngineInfo, EngineKind, ScoresTokens
+    from llm_magics.engines.base import ScoresTokens
     from llm_magics.engines.transformers import TransformersEngine
+    from llm_magics.values import EngineInfo, EngineKind
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
     model.eval()

@@ -10,9 +10,9 @@ from IPython.utils.capture import capture_output
 
 import llm_magics
 from llm_magics.conversation import Conversation
-from llm_magics.engines.base import EngineInfo, EngineKind
 from llm_magics.engines.transformers import TokenizerEngine
 from llm_magics.errors import InvalidOption, NotLoaded
+from llm_magics.values import EngineInfo, EngineKind
 from tests.fake_engine import fake_engine
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -6,8 +6,8 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from ..engines.base import EngineInfo, EngineKind
-from ..loading import GB, MemoryEstimate
+from ..engines.transformers.memory import GB, MemoryEstimate
+from ..values import EngineInfo, EngineKind
 
 _TABLE = "border-collapse:collapse;font-family:system-ui,sans-serif;font-size:13px;margin:4px 0"
 _CELL = "padding:2px 10px;border-bottom:1px solid #ddd;text-align:left"

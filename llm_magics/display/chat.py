@@ -18,7 +18,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, TextIO
 
-from ..engines.base import FinishReason, Reply, Stats
+from ..values import FinishReason, Reply, Stats
 
 
 class ViewState(str, Enum):

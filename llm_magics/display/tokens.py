@@ -15,7 +15,8 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..tokens import Tokenization, TokenProbs, TokenSpan
+from ..tokens import Tokenization, TokenSpan
+from ..values import TokenProbs
 
 _CSS = """
 .llm-tok{font-family:ui-sans-serif,system-ui,sans-serif;font-size:13px;line-height:1.3}

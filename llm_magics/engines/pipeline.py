@@ -1,7 +1,7 @@
 """The Pipeline API tasks as an engine: `pipeline("sentiment-analysis")` and friends, in the registry.
 
 A `PipelineEngine` is a transformers pipeline over a model with a task head (sequence
-classification, masked LM …), loaded through `loading` like every in-process model: the same
+classification, masked LM …), loaded through `engines.transformers.loading` like every in-process model: the same
 plan, memory estimate, quantization, dtype and device. `TextGenerationEngine` is a causal LM, so it
 is a `TransformersEngine` as well: it also chats and completes, and a `text-generation` pipeline
 over a chat model already loaded wraps that model (`pipeline_over`) instead of loading a copy.
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidOption
+from ..values import EngineInfo
 from . import removed_tasks
-from .base import EngineInfo
 from .transformers import TransformersEngine
 
 
@@ -146,7 +146,7 @@ def task_details(task: str, info: EngineInfo) -> EngineInfo:
     """`info` with the task as a card row (and in `%llm_list`)."""
     from dataclasses import replace
 
-    from .base import EngineKind
+    from ..values import EngineKind
 
     return replace(info, kind=EngineKind.PIPELINE, details=[*info.details, ("task", task)])
 
@@ -154,7 +154,7 @@ def task_details(task: str, info: EngineInfo) -> EngineInfo:
 class PipelineEngine:
     """A Pipeline API task over an in-process model: `Engine`, `HoldsModel`, `Tokenizes`.
 
-    `plan` is the `loading.LoadPlan` it was loaded with (for `--code`).
+    `plan` is the `engines.transformers.plan.LoadPlan` it was loaded with (for `--code`).
     """
 
     def __init__(self, info: EngineInfo, task: str, model: Any, tokenizer: Any) -> None:

@@ -22,10 +22,11 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
 from ..display.pipe import CodeBlock
-from ..engines.base import Chats, Completes, Engine, ExplainsLimits, GenerationOptions, PreparedTurn, Reply
+from ..engines.base import Chats, Completes, Engine, ExplainsLimits
 from ..engines.remote import RemoteEngine
 from ..engines.transformers import TransformersEngine, decoding
 from ..errors import GenerationInterrupted, InvalidOption, NotLoaded
+from ..values import GenerationOptions, PreparedTurn, Reply
 from ._base import SessionMagics, parse, show
 
 #: Names a reply must never be stored under: IPython's own, and every dunder and builtin.

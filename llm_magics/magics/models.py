@@ -13,10 +13,14 @@ from traitlets import Bool, Enum, Float, Unicode, observe
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, StatusLine
 from ..display.pipe import CodeBlock
-from ..engines.base import EngineInfo, HoldsModel
+from ..engines.base import HoldsModel
+from ..engines.transformers.loading import load_model
+from ..engines.transformers.memory import estimate_memory
+from ..engines.transformers.plan import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE, plan_load
+from ..engines.transformers.source import resolve_source
 from ..errors import InvalidOption
-from ..loading import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE
 from ..registry import check_name, find_holders, is_name, memory_in_use
+from ..values import EngineInfo
 from ._base import SessionMagics, parse, show
 
 
@@ -120,7 +124,6 @@ class ModelMagics(SessionMagics):
         The first load of the bundled model converts its GGUF once into a cache folder
         ($LLM_MAGICS_CACHE_DIR, else ~/.cache/llm_magics); later loads take about a second.
         """
-        from .. import loading
 
         args = parse(self.llm_load, line)
         if args.endpoint is not None:
@@ -128,7 +131,7 @@ class ModelMagics(SessionMagics):
             return
         if args.api_key_env or args.tokenizer:
             raise InvalidOption("--api-key-env and --tokenizer go with --endpoint URL.")
-        source = loading.resolve_source(args.model, tokenizer_only=args.tokenizer_only)
+        source = resolve_source(args.model, tokenizer_only=args.tokenizer_only)
         plan = self._plan(source, args, revision=args.revision, tokenizer_only=args.tokenizer_only)
         if args.code:
             from ..code import load_code
@@ -139,7 +142,7 @@ class ModelMagics(SessionMagics):
                 raise InvalidOption(
                     "--estimate is about weights; it has nothing to say with --tokenizer-only."
                 )
-            show(EstimateTable(loading.estimate_memory(plan)))
+            show(EstimateTable(estimate_memory(plan)))
             return
         if plan.name in self.registry and not args.reload:
             loaded = self.registry.get(plan.name).describe()
@@ -160,7 +163,7 @@ class ModelMagics(SessionMagics):
             show(Notice(TRUST_REMOTE_CODE_NOTICE, "warning"))
         status = StatusLine(f"Loading {plan.name}")
         try:
-            engine = loading.load_model(
+            engine = load_model(
                 plan, check_memory=self.check_memory and not args.force, progress=status.update
             )
         except BaseException:
@@ -177,9 +180,8 @@ class ModelMagics(SessionMagics):
         self, source: Any, args: Namespace, *, revision: str | None, tokenizer_only: bool = False
     ) -> Any:
         """The load plan for `source` from the loading flags, each falling back to its trait."""
-        from .. import loading
 
-        return loading.plan_load(
+        return plan_load(
             source,
             quantization=args.quant or self.default_quant,
             dtype=args.dtype or self.default_dtype,

@@ -12,10 +12,15 @@ from ..conversation import check_text
 from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
 from ..engines import removed_tasks
-from ..engines.base import Engine, GenerationOptions
+from ..engines.base import Engine
 from ..engines.pipeline import PipelineEngine, TextGenerationEngine
 from ..engines.transformers import TransformersEngine
+from ..engines.transformers.config import load_config
+from ..engines.transformers.generation import generate_kwargs
+from ..engines.transformers.loading import load_weights
+from ..engines.transformers.source import resolve_source
 from ..errors import HubUnreachable, InvalidOption, ModelLoadFailed
+from ..values import GenerationOptions
 from ._base import parse, show
 from .chat import ChatMagics, check_variable_name
 from .models import ModelMagics
@@ -235,7 +240,6 @@ class PipeMagics(ModelMagics, ChatMagics):
 
     def _generate_options(self, args: Namespace) -> dict[str, Any]:
         """`generate()` keyword arguments from the flags and the chat traits, and the seed if any."""
-        from ..engines.transformers.generation import generate_kwargs
 
         generation_options = self._generation_options(args)
         generation_options.validate()
@@ -278,7 +282,6 @@ class PipeMagics(ModelMagics, ChatMagics):
 
     def _pipe_engine(self, task: str, args: Namespace) -> tuple[Engine | None, Any, bool, Any]:
         """(engine or None to load, its plan, whether it is new, the task default used or None)."""
-        from .. import loading
         from ..engines import pipeline as tasks
 
         if args.name is not None and args.name in self.registry and args.name != args.model:
@@ -302,7 +305,7 @@ class PipeMagics(ModelMagics, ChatMagics):
                 return current, current.plan, False, None
             default = tasks.default_model(task)
             model, revision = default[0], revision or default[1]
-        source = loading.resolve_source(model)
+        source = resolve_source(model)
         plan = self._plan(source, args, revision=revision)
         for engine in self.registry:
             known = _plan_of(engine)
@@ -324,14 +327,13 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _named_by_as(self, task: str, args: Namespace) -> Engine:
         """`--as NAME` where NAME is loaded: that model again when it is the one --model names (or no
         --model is given) and it can do the task; otherwise the name is taken, and nothing runs."""
-        from .. import loading
 
         engine = self.registry.get(args.name)
         known = _plan_of(engine)
         same = args.model is None or (
             args.model not in self.registry
             and known is not None
-            and loading.resolve_source(args.model) == known.source
+            and resolve_source(args.model) == known.source
         )
         if same and _can_run(engine, task):
             return engine
@@ -379,7 +381,6 @@ class PipeMagics(ModelMagics, ChatMagics):
     ) -> Any:
         """The model config of a task `removed_tasks` runs (None for the others); a model that
         cannot do the task is one line here."""
-        from .. import loading
         from ..engines import pipeline as tasks
 
         if not tasks.is_removed(task):
@@ -388,7 +389,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             config = getattr(getattr(engine, "model", None), "config", None)
         else:
             try:
-                config = loading.load_config(plan.source, plan.revision, plan.trust_remote_code)
+                config = load_config(plan.source, plan.revision, plan.trust_remote_code)
             except HubUnreachable as error:
                 if default is None:
                     raise
@@ -429,12 +430,11 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _load_pipe(
         self, task: str, plan: Any, args: Namespace, default: Any, status: StatusLine, config: Any
     ) -> Engine:
-        from .. import loading
         from ..engines import pipeline as tasks
 
         head = tasks.head_class(task, config)
         try:
-            loaded = loading.load_weights(
+            loaded = load_weights(
                 plan,
                 auto_class=head,
                 check_memory=self.check_memory and not args.force,

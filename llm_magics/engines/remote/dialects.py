@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import RemoteError
-from ..base import GenerationOptions
+from ...values import GenerationOptions
 from .pieces import vocabulary_bytes
 from .served import ServerKind
 

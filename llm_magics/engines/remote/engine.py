@@ -14,20 +14,17 @@ from typing import Any
 
 from ...conversation import Conversation, Message, with_system
 from ...errors import ContextTooLong, ModelNotServed, RemoteError, ServerDisconnected
-from ..base import (
+from ...values import (
     EngineInfo,
     EngineKind,
     FinishReason,
     GenerationOptions,
-    PredictsNext,
-    PredictsTopNext,
     PreparedTurn,
     Reply,
-    ScoresTokens,
     Stats,
     TextCallback,
-    Tokenizes,
 )
+from ..base import PredictsNext, PredictsTopNext, ScoresTokens, Tokenizes
 from .client import Server
 from .dialects import Dialect, dialect_for
 from .endpoint import Endpoint, Timeouts

@@ -8,8 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ...errors import LogprobsRefused, NotOpenAICompatible, RemoteError, SamplingRefused
-from ...tokens import TokenProbs
-from ..base import SampledNext, TopLogprobs
+from ...values import SampledNext, TokenProbs, TopLogprobs
 from .dialects import VLLM_DEFAULT_MAX_LOGPROBS
 from .engine import TokenizingRemoteEngine
 

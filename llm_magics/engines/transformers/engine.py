@@ -5,7 +5,7 @@
 one. Its conversation is a `TransformersChatSession`, which keeps the key/value cache of the last
 turn so that the next turn only computes what is new.
 
-Importing this module imports neither torch nor transformers; `loading.load_model` builds these.
+Importing this module imports neither torch nor transformers; `loading.load_model` (in this package) builds these.
 """
 
 from __future__ import annotations
@@ -18,16 +18,10 @@ from ... import prompts
 from ...conversation import Conversation
 from ...errors import InvalidOption
 from ...prompts import context_length_of
-from ..base import (
-    EngineInfo,
-    FinishReason,
-    GenerationOptions,
-    PreparedTurn,
-    Reply,
-    TextCallback,
-)
+from ...values import EngineInfo, FinishReason, GenerationOptions, PreparedTurn, Reply, TextCallback
 from . import decoding
 from .generation import generate
+from .scoring import token_probabilities
 
 
 class TokenizerEngine:
@@ -37,7 +31,7 @@ class TokenizerEngine:
         self.name = info.name
         self.info = info
         self._tokenizer = tokenizer
-        #: The `loading.LoadPlan` it was loaded with, where `load_model` built it (`--code` shows it).
+        #: The `plan.LoadPlan` it was loaded with, where `load_model` built it (`--code` shows it).
         self.plan: Any = None
 
     def __repr__(self) -> str:
@@ -121,8 +115,6 @@ class TransformersEngine(TokenizerEngine):
     # -- ScoresTokens, PredictsNext -------------------------------------------------------------
 
     def token_probabilities(self, ids: Sequence[int], *, top_k: int = 5) -> Any:
-        from ...tokens import token_probabilities
-
         return token_probabilities(self.model, self.tokenizer, ids, top_k=top_k)
 
     def next_token_logits(self, ids: Sequence[int]) -> Any:

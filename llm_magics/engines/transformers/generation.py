@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import GenerationFailed
-from ..base import FinishReason, GenerationOptions, Reply, Stats, TextCallback
+from ...values import FinishReason, GenerationOptions, Reply, Stats, TextCallback
 from . import decoding
 
 
