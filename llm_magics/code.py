@@ -9,6 +9,7 @@ runs in a fresh Python as it is. Nothing here imports torch or transformers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,8 @@ def _quantization(plan: Any) -> str | None:
         if key == COMPUTE_DTYPE_KEY:
             lines.append(f"    {key}=torch.{value},  # {plan.dtype_reason}")
         else:
-            lines.append(f"    {key}={value!r},")
+            # Double quotes, as the rest of the printed code (and black) writes strings.
+            lines.append(f"    {key}={json.dumps(value) if isinstance(value, str) else repr(value)},")
     return "\n".join([*lines, ")"])
 
 

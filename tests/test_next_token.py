@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
+from llm_magics.bytelevel import token_bytes
 from llm_magics.engines.base import PredictsNext, Tokenizes
 from llm_magics.errors import InvalidOption, NotSupported
 from llm_magics.next_token import (
@@ -30,7 +31,6 @@ from llm_magics.next_token import (
     entropy_bits,
     next_token_distribution,
     next_token_steps,
-    token_bytes,
     warp,
 )
 from llm_magics.values import EngineInfo, EngineKind

@@ -388,7 +388,7 @@ def test_llm_next_live_on_a_remote_entry_explores_without_threads(loaded, local,
     drawn = _next_requests(fake)[-2]
     assert drawn["seed"] == 3 and drawn["top_k"] == 3 and drawn["temperature"] == 0.5
     assert drawn["prompt"] == [*ids, greedy]
-    sampled = explorer.model._appended[-1]
+    sampled = explorer.model.appended[-1]
     assert sampled in _allowed(local, [*ids, greedy], Sampling(0.5, 3, 1.0))
     explorer.undo_button.click()
     explorer.undo_button.click()
