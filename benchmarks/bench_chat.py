@@ -403,6 +403,74 @@ def front_end_cost(shell, tiny_model_folder: str) -> Section:
     return section
 
 
+class _CountingTokenizer:
+    """The tokenizer, counting the ids it is asked to decode."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer, self.decoded = tokenizer, 0
+
+    def decode(self, ids: Any, **kwargs: Any) -> str:
+        self.decoded += len(ids)
+        return self.tokenizer.decode(ids, **kwargs)
+
+
+def _stream_reply(tokenizer: Any, ids: list[int], *, whole_decode: bool) -> tuple[float, int]:
+    """Seconds the chat streamer spends on `ids` fed one token at a time (no model, no display),
+    and the ids it decoded. `whole_decode` is what it did before it kept an offset: the whole
+    reply decoded again at each token."""
+    import torch
+
+    from llm_magics.engines.transformers import generation
+
+    counting = _CountingTokenizer(tokenizer)
+    streamer = generation._Streamer(counting, lambda text: None, [], time.perf_counter)
+    if whole_decode:
+        streamer._settle = lambda: setattr(streamer, "_streamed", streamer.text())  # type: ignore[method-assign]
+    streamer.put(torch.tensor([[0]]))
+    tokens = [torch.tensor([token]) for token in ids]
+    started = time.perf_counter()
+    for token in tokens:
+        streamer.put(token)
+    return time.perf_counter() - started, counting.decoded
+
+
+def streaming_cost(tokenizer: Any) -> Section:
+    """Goal 7: the streamer decodes a constant number of ids per token, however long the reply."""
+    story = "Once upon a time a dragon learned to cook soup, bread and pies for the whole village. "
+    section = Section(
+        "Streaming work per token as the reply grows (bundled tokenizer, no model)",
+        ["reply", "decoding what is new", "decoding the whole reply (before)", "time ratio"],
+    )
+    decoded: dict[int, float] = {}
+    ratios: dict[int, float] = {}
+    for length in (250, 2000):
+        ids = tokenizer(story * (length // 15 + 1))["input_ids"][:length]
+        new = min(_stream_reply(tokenizer, ids, whole_decode=False) for _ in range(3))
+        whole = min(_stream_reply(tokenizer, ids, whole_decode=True) for _ in range(3))
+        decoded[length], ratios[length] = new[1] / length, whole[0] / new[0]
+        section.rows.append(
+            [
+                f"{length} tokens",
+                f"{new[0] / length * 1e6:.0f} µs/token, {new[1] / length:.1f} ids decoded/token",
+                f"{whole[0] / length * 1e6:.0f} µs/token, {whole[1] / length:.0f} ids decoded/token",
+                f"{ratios[length]:.1f}×",
+            ]
+        )
+    growth = decoded[2000] / decoded[250]
+    section.goals = [
+        (f"ids decoded per token flat from 250 to 2,000 tokens ({growth:.2f}×, goal ≤ 1.1×)", growth <= 1.1),
+        (
+            f"a 2,000-token reply streams faster than decoding it whole each token ({ratios[2000]:.1f}×)",
+            ratios[2000] > 2,
+        ),
+    ]
+    section.notes = [
+        "What still grows with the reply is copying its text (each update hands the whole text to the "
+        "display, which the notebook needs): microseconds, against milliseconds per generated token."
+    ]
+    return section
+
+
 def run() -> list[Section]:
     from IPython.utils.capture import capture_output
 
@@ -412,6 +480,8 @@ def run() -> list[Section]:
     with capture_output():
         shell.run_line_magic("llm_load", "")
     sections = [overhead(shell), multi_turn(shell)]
+    entry = shell.magics_manager.registry["LlmMagics"].registry.get("smollm2-135m")
+    sections.append(streaming_cost(entry.tokenizer))
     folder = WORK / "tiny-long-replies"
     if not (folder / "config.json").is_file():
         shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
@@ -421,6 +491,26 @@ def run() -> list[Section]:
     return sections
 
 
+def _streaming_only() -> None:
+    """`python -m benchmarks.bench_chat streaming`: only the streaming section (seconds, no model)."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from llm_magics.engines.transformers.gguf import convert_gguf
+    from llm_magics.engines.transformers.source import resolve_source
+
+    source = resolve_source(None)
+    assert source.path is not None, "needs the bundled model (make env installs it)"
+    print(f"load average {os.getloadavg()}")
+    streaming_cost(AutoTokenizer.from_pretrained(convert_gguf(source.path))).print()
+
+
 if __name__ == "__main__":
-    for section in run():
-        section.print()
+    import sys
+
+    if sys.argv[1:] == ["streaming"]:
+        _streaming_only()
+    else:
+        for section in run():
+            section.print()

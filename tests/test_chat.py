@@ -640,6 +640,52 @@ def test_plain_template_stops_at_the_next_user_line_and_never_streams_it(gpt2_to
     assert not any("\nU" in text for text in shown)
 
 
+class _CountingTokenizer:
+    """A tokenizer that counts how many ids it is asked to decode."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.decoded = tokenizer, 0
+
+    def decode(self, ids, **kwargs):
+        self.decoded += len(ids)
+        return self.tokenizer.decode(ids, **kwargs)
+
+
+def _stream(tokenizer, ids):
+    """Feed `ids` to a streamer token by token; the texts it showed and the ids it decoded."""
+    import torch
+
+    counting = _CountingTokenizer(tokenizer)
+    shown: list[str] = []
+    streamer = generation._Streamer(counting, shown.append, [], FakeClock())
+    streamer.put(torch.tensor([[0]]))
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+    work_while_streaming = counting.decoded
+    streamer.end()
+    return shown, work_while_streaming
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Paris is nice. " * 15,
+        "Emoji 👩‍👩‍👧 and CJK 漢字かな, tabs\tand\n\nnewlines, accents: déjà vu. " * 3,
+    ],
+)
+def test_streaming_decodes_each_token_a_constant_number_of_times(smollm_tokenizer, text):
+    ids = smollm_tokenizer(text)["input_ids"]
+    shown, work = _stream(smollm_tokenizer, ids)
+    final = smollm_tokenizer.decode(ids, skip_special_tokens=True)
+    assert shown[-1] == final
+    assert all(final.startswith(piece) and "\ufffd" not in piece for piece in shown)
+    # Four times the reply, four times the work (decoding everything at each token: sixteen).
+    long_ids = smollm_tokenizer(text * 4)["input_ids"]
+    long_shown, long_work = _stream(smollm_tokenizer, long_ids)
+    assert long_shown[-1] == smollm_tokenizer.decode(long_ids, skip_special_tokens=True)
+    assert long_work / work < 4.5, (work, long_work)
+
+
 def test_complete_continues_raw_text_like_plain_generate(tiny_engine):
     import torch
 

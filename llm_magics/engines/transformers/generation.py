@@ -45,6 +45,11 @@ class _Streamer:
     `generate` calls `put` with the prompt first, then with each new token, and `end` when done
     (transformers' streamer protocol). Text that may still change is held back: a trailing
     partial UTF-8 character, and the start of a stop string.
+
+    The work per token is constant, as in transformers' `TextStreamer` and vLLM's incremental
+    detokenizer: only the ids since the last settled text are decoded, with the few before them
+    as context (so a SentencePiece "▁word" keeps its space). The reply's final text is one decode
+    of all its ids, exact whatever the tokenizer's clean-up rules.
     """
 
     def __init__(
@@ -62,6 +67,10 @@ class _Streamer:
         self.first_token_at: float | None = None
         self._prompt_seen = False
         self._shown = ""
+        self._streamed = ""  # the text of ids[:_read], grown piece by piece
+        self._context = 0  # ids[_context:_read] are decoded again as context for the next piece
+        self._read = 0
+        self._stop_at = -1  # where the first stop string starts in _streamed, once it appears
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:
@@ -70,7 +79,8 @@ class _Streamer:
         if self.first_token_at is None:
             self.first_token_at = self.clock()
         self.ids.extend(int(i) for i in value.reshape(-1).tolist())
-        self._show(self.visible_text(final=False))
+        self._settle()
+        self._show(self._visible(self._streamed, final=False, stop_at=self._stop_at))
 
     def end(self) -> None:
         self._show(self.visible_text(final=True))
@@ -79,13 +89,40 @@ class _Streamer:
         return self.tokenizer.decode(self.ids, skip_special_tokens=True)
 
     def visible_text(self, *, final: bool) -> str:
-        text = self.text()
+        """The reply as shown: cut at a stop string; held back at a partial character or stop
+        string unless `final`. Decodes every id: for the end, not for each token."""
+        return self._visible(self.text(), final=final)
+
+    def stopped_by_string(self) -> bool:
+        return any(s in self.text() for s in self.stop_strings)
+
+    def _settle(self) -> None:
+        """Append the text of the ids since `_read`, unless it ends inside a character."""
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self._context : self._read], skip_special_tokens=True)
+        after = decode(self.ids[self._context :], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return
+        grown = len(self._streamed)
+        self._streamed += after[len(before) :]
+        self._context, self._read = self._read, len(self.ids)
+        if self.stop_strings and self._stop_at < 0:
+            # Only the new piece, and the stop string's length before it, can hold a new match.
+            start = max(0, grown - max(map(len, self.stop_strings)))
+            found = [i for i in (self._streamed.find(s, start) for s in self.stop_strings) if i >= 0]
+            self._stop_at = min(found, default=-1)
+
+    def _visible(self, text: str, *, final: bool, stop_at: int | None = None) -> str:
+        """`text` as shown; `stop_at` is where its first stop string starts (-1: none), when known."""
+        if stop_at is None:
+            stop_at = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=-1)
+        if stop_at >= 0:
+            text = text[:stop_at]
         if self.stop_strings:
             # The plain template's reply follows "Assistant:", so it starts with a space.
             text = text.lstrip()
-        cut = min((i for i in (text.find(s) for s in self.stop_strings) if i >= 0), default=-1)
-        if cut >= 0:
-            return text[:cut]
+        if stop_at >= 0:
+            return text
         if final:
             return text
         text = text.rstrip("\ufffd")
@@ -94,9 +131,6 @@ class _Streamer:
                 if text.endswith(stop[:size]):
                     return text[:-size]
         return text
-
-    def stopped_by_string(self) -> bool:
-        return any(s in self.text() for s in self.stop_strings)
 
     def _show(self, text: str) -> None:
         if self.on_text is None or text == self._shown:
