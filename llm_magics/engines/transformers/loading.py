@@ -105,19 +105,14 @@ def load_weights(
 ) -> LoadedWeights:
     """Tokenizer and (unless tokenizer-only) weights, with `auto_class`'s head (a causal LM by
     default): the load behind every in-process engine, checked against the estimate first."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     head = auto_class or AutoModelForCausalLM
-
     started = time.perf_counter()
-    notes: list[str] = []
-    if plan.trust_remote_code:
-        notes.append(TRUST_REMOTE_CODE_NOTICE)
+    notes: list[str] = [TRUST_REMOTE_CODE_NOTICE] if plan.trust_remote_code else []
     if plan.quantization is not Quantization.NONE:
         quiet_bitsandbytes()  # before the import: bitsandbytes already complains while importing
         require_bitsandbytes(plan)
-
     with transformers_errors(plan):
         # The estimate needs only the config: a model that cannot fit is refused before any
         # conversion, download or tokenizer read.
@@ -125,44 +120,11 @@ def load_weights(
             progress("checking the memory estimate")
             check_fits(plan, estimate_memory(plan, head))
         location, access, downloaded = _files_to_load(plan, progress)
-        details = _download_rows(downloaded)
-        progress("reading the tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(
-            location, trust_remote_code=plan.trust_remote_code, **access
-        )
-        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-        problem = chat_template_problem(tokenizer)
-        if problem is not None:
-            notes.append(problem)
+        tokenizer = _read_tokenizer(plan, location, access, notes, progress)
         if plan.tokenizer_only:
-            info = EngineInfo(
-                name=plan.name,
-                source=plan.source.label,
-                kind=EngineKind.TRANSFORMERS,
-                tokenizer_only=True,
-                context_length=context_length_of(config_or_none(plan), tokenizer),
-                has_chat_template=has_chat_template(tokenizer),
-                load_seconds=time.perf_counter() - started,
-                details=details,
-                notes=notes + ["tokenizer only: no weights loaded"],
-            )
+            info = _tokenizer_only_info(plan, tokenizer, notes, started, _download_rows(downloaded))
             return LoadedWeights(None, tokenizer, info)
-
-        check_pickle_archive(location, access)
-        with bars_to(progress), warnings.catch_warnings():
-            # torch's weights_only reader warns about a pickle protocol it did not write, just
-            # before it refuses the file: the refusal (UnsafeWeights) is the one line to show.
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._weights_only_unpickler")
-            model = head.from_pretrained(
-                location,
-                dtype=getattr(torch, plan.dtype),
-                quantization_config=quantization_config(plan),
-                device_map=plan.device_map,
-                trust_remote_code=plan.trust_remote_code,
-                **access,
-            )
-    model.eval()
+        model = _read_model(plan, head, location, access, progress)
     misfit = cpu_4bit_misfit(model, plan)
     if misfit is not None:
         del model  # not kept alive by the traceback IPython holds on to
@@ -170,13 +132,7 @@ def load_weights(
         raise QuantizationUnavailable(misfit)
     if weights_are_pickles(location, access):
         notes.append(PICKLE_WEIGHTS_NOTE)
-    generation_config = getattr(model, "generation_config", None)
-    if (
-        generation_config is not None
-        and generation_config.pad_token_id is None
-        and tokenizer.pad_token_id is not None
-    ):
-        generation_config.pad_token_id = tokenizer.pad_token_id
+    _pad_like_the_tokenizer(model, tokenizer)
     note = compute_dtype_note(plan)
     if note:
         notes.append(note)
@@ -193,10 +149,76 @@ def load_weights(
         load_seconds=time.perf_counter() - started,
         context_length=context_length_of(model.config, tokenizer),
         has_chat_template=has_chat_template(tokenizer),
-        details=details,
+        details=_download_rows(downloaded),
         notes=notes,
     )
     return LoadedWeights(model, tokenizer, info)
+
+
+def _read_tokenizer(
+    plan: LoadPlan, location: str | Path, access: dict[str, Any], notes: list[str], progress: Progress
+) -> Any:
+    """The tokenizer, with a pad token (its end-of-sequence one) where it has none; a chat
+    template that cannot render adds its note."""
+    from transformers import AutoTokenizer
+
+    progress("reading the tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=plan.trust_remote_code, **access)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    problem = chat_template_problem(tokenizer)
+    if problem is not None:
+        notes.append(problem)
+    return tokenizer
+
+
+def _tokenizer_only_info(
+    plan: LoadPlan, tokenizer: Any, notes: list[str], started: float, details: list[tuple[str, str]]
+) -> EngineInfo:
+    return EngineInfo(
+        name=plan.name,
+        source=plan.source.label,
+        kind=EngineKind.TRANSFORMERS,
+        tokenizer_only=True,
+        context_length=context_length_of(config_or_none(plan), tokenizer),
+        has_chat_template=has_chat_template(tokenizer),
+        load_seconds=time.perf_counter() - started,
+        details=details,
+        notes=[*notes, "tokenizer only: no weights loaded"],
+    )
+
+
+def _read_model(
+    plan: LoadPlan, head: Any, location: str | Path, access: dict[str, Any], progress: Progress
+) -> Any:
+    """The weights, as the plan says, in eval mode; pickles only through torch's weights_only check."""
+    import torch
+
+    check_pickle_archive(location, access)
+    with bars_to(progress), warnings.catch_warnings():
+        # torch's weights_only reader warns about a pickle protocol it did not write, just
+        # before it refuses the file: the refusal (UnsafeWeights) is the one line to show.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\._weights_only_unpickler")
+        model = head.from_pretrained(
+            location,
+            dtype=getattr(torch, plan.dtype),
+            quantization_config=quantization_config(plan),
+            device_map=plan.device_map,
+            trust_remote_code=plan.trust_remote_code,
+            **access,
+        )
+    return model.eval()
+
+
+def _pad_like_the_tokenizer(model: Any, tokenizer: Any) -> None:
+    """generate pads with the tokenizer's pad token where the model's config names none."""
+    generation_config = getattr(model, "generation_config", None)
+    if (
+        generation_config is not None
+        and generation_config.pad_token_id is None
+        and tokenizer.pad_token_id is not None
+    ):
+        generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def _download_rows(downloaded: hub.Downloaded | None) -> list[tuple[str, str]]:
