@@ -449,7 +449,7 @@ def test_bad_trait_value_is_reported_like_a_bad_flag(shell, tiny):
 def test_tokenizer_only_entry_cannot_chat(shell, tiny_models):
     run(shell, f"%llm_load {tiny_models['llama']} --tokenizer-only --as toks")
     result, captured = chat(shell, "Hello")
-    assert_one_line_error(result, captured, "NotLoaded", "tokenizer only")
+    assert_one_line_error(result, captured, "NotSupported", "tokenizer only")
 
 
 @pytest.mark.parametrize(

@@ -252,13 +252,13 @@ ERRORS = [
     ("%llm_reset alpha beta", "UsageError", "unrecognized arguments"),
     ("%llm_reset 'unclosed", "InvalidOption", "No closing quotation"),
     # -- %tokens over engines without a tokenizer; options checked first
-    ("%tokens hello", "NotLoaded", "has no tokenizer here"),
-    ("%tokens --model beta hello", "NotLoaded", "has no tokenizer here"),
+    ("%tokens hello", "NotSupported", "cannot run %tokens"),
+    ("%tokens --model beta hello", "NotSupported", "cannot run %tokens"),
     ("%tokens --model nosuch hello", "NotLoaded", "'nosuch'"),
     ("%tokens --max-tokens 0 hello", "InvalidOption", "--max-tokens"),
     ("%tokens --max-tokens -3 hello", "InvalidOption", "--max-tokens"),
     ("%tokens --max-tokens x hello", "UsageError", "invalid int value"),
-    ("%tokens --chat", "NotLoaded", "has no tokenizer here"),
+    ("%tokens --chat", "NotSupported", "cannot run %tokens"),
     ("%tokens 'unclosed", "InvalidOption", "No closing quotation"),
     ("%%tokens hello\ncell text", "InvalidOption", "not both"),
 ]

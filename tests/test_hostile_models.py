@@ -170,7 +170,7 @@ def tokenizing(shell):
         ("%tokens --chat hello", "InvalidOption", "--chat shows"),
         ("%tokens --chat --probs", "InvalidOption", "--chat shows"),
         ("%tokens --live --compare blocked", "InvalidOption", "--live shows one tokenizer"),
-        ("%tokens --probs hello", "InvalidOption", "--probs"),
+        ("%tokens --probs hello", "NotSupported", "--probs"),
         ("%tokens --compare nosuch hello", "NotLoaded", "'nosuch'"),
         ("%tokens --model '<script>' hello", "NotLoaded", "No model named"),
         ("%tokens --max-tokens 0 hello", "InvalidOption", "--max-tokens"),

@@ -156,11 +156,15 @@ class DescribeOnly:
 @pytest.mark.parametrize(
     ("line", "error", "fragment"),
     [
-        ("%%llm_chat\nHello", "NotLoaded", "cannot run %%llm_chat"),
-        ("%%llm_complete\nOnce", "NotLoaded", "cannot run %%llm_complete"),
-        ("%llm_history", "NotLoaded", "has no conversation"),
-        ("%llm_reset", "NotLoaded", "has no conversation"),
-        ("%tokens hello", "NotLoaded", "has no tokenizer here"),
+        (
+            "%%llm_chat\nHello",
+            "NotSupported",
+            "cannot run %%llm_chat: the pipeline engine has no conversation",
+        ),
+        ("%%llm_complete\nOnce", "NotSupported", "cannot run %%llm_complete"),
+        ("%llm_history", "NotSupported", "cannot run %llm_history"),
+        ("%llm_reset", "NotSupported", "cannot run %llm_reset"),
+        ("%tokens hello", "NotSupported", "cannot run %tokens"),
     ],
 )
 def test_what_an_engine_cannot_do_is_one_line(shell, line, error, fragment):

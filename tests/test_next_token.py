@@ -488,7 +488,9 @@ def test_bad_steps_are_refused_before_the_model_runs(engine, text, options, frag
 
 def test_an_engine_without_probabilities_gets_one_line_saying_why(gpt2_tokenizer):
     engine = TokenizerOnly(gpt2_tokenizer)
-    with pytest.raises(NotSupported, match="words-only cannot give them: its engine does not"):
+    with pytest.raises(
+        NotSupported, match="'words-only' cannot run %llm_next: the .* engine has no next-token probabilities"
+    ):
         next_token_distribution(engine, "Hello")
     with pytest.raises(NotSupported, match="loaded as a tokenizer only"):
         next_token_distribution(TokenizerOnlyLoad(gpt2_tokenizer), "Hello")

@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_and_runs_nothing(shell, tiny, line, error, fragme
 def test_engines_without_probabilities_get_one_line(shell, tiny, gpt2_tokenizer):
     magics(shell).registry.add(TokenizerOnly(gpt2_tokenizer))
     result, captured = run(shell, "%llm_next Hi")
-    assert_one_line_error(result, captured, "NotSupported", "words-only cannot give them")
+    assert_one_line_error(result, captured, "NotSupported", "'words-only' cannot run %llm_next")
     result, captured = run(shell, "%llm_next --model tiny-llama --show 2 Hi")
     assert result.success
 

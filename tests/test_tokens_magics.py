@@ -141,8 +141,8 @@ def test_probs_with_a_tokenizer_only_load_is_a_clear_line(shell, tiny_models):
         shell.run_line_magic("llm_load", f"{tiny_models['llama']} --tokenizer-only --as tok")
     out = run_cell_output(shell, "%tokens --probs hello")
     assert out.strip() == (
-        "InvalidOption: --probs runs the model, and tok is loaded as a tokenizer only; "
-        "load it again without --tokenizer-only (add --reload) to use --probs."
+        "NotSupported: 'tok' cannot run %tokens --probs: it is loaded as a tokenizer only; "
+        "load it again without --tokenizer-only (add --reload)."
     )
 
 
@@ -524,4 +524,4 @@ def test_an_engine_with_a_tokenizer_but_no_scores_shows_tokens_but_no_probs(shel
     result, captured = run(shell, "%tokens hello world")
     assert result.success and "11 characters" in captured.outputs[0].data["text/plain"]
     result, captured = run(shell, "%tokens --probs hello world")
-    assert_one_line_error(result, captured, "InvalidOption", "gives none")
+    assert_one_line_error(result, captured, "NotSupported", "has no token probabilities")

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..conversation import Conversation
+from ..errors import NotSupported
 from ..values import (
     EngineInfo,
     GenerationOptions,
@@ -187,7 +188,43 @@ class HoldsModel(Protocol):
     def tokenizer(self) -> Any: ...
 
 
+#: What each capability gives, as "cannot …" lines say it.
+_GIVES: dict[type, str] = {
+    Chats: "conversation",
+    Completes: "raw continuation of text",
+    Tokenizes: "tokenizer",
+    ScoresTokens: "token probabilities",
+    PredictsNext: "next-token probabilities",
+    PredictsTopNext: "next-token probabilities",
+    SamplesNext: "sampling of its own",
+    HoldsModel: "model object",
+}
+
+
+def cannot(engine: Engine, capability: type, doing: str) -> NotSupported:
+    """The one line for "this engine cannot do that": the engine's own reason where it gives one
+    (a server without /tokenize: connect with --tokenizer), else what the load lacks."""
+    reason = engine.why_not(capability) if isinstance(engine, ExplainsLimits) else None
+    if not reason:
+        info = engine.describe()
+        if info.tokenizer_only:
+            reason = "it is loaded as a tokenizer only; load it again without --tokenizer-only (add --reload)"
+        else:
+            gives = _GIVES.get(capability, capability.__name__)
+            reason = f"the {info.kind.value} engine has no {gives}; pick another model with --model"
+    return NotSupported(f"{engine.name!r} cannot run {doing}: {reason.rstrip('.')}.")
+
+
+def require(engine: Engine, capability: type, doing: str) -> Any:
+    """`engine` when it has `capability`, else `cannot(...)` raised: the one check for it."""
+    if isinstance(engine, capability):
+        return engine
+    raise cannot(engine, capability, doing)
+
+
 __all__ = [
+    "cannot",
+    "require",
     "Chats",
     "ChatSession",
     "Completes",

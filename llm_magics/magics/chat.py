@@ -22,10 +22,10 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
 from ..display.pipe import CodeBlock
-from ..engines.base import Chats, Completes, Engine, ExplainsLimits
+from ..engines.base import Chats, Completes, Engine, require
 from ..engines.remote import RemoteEngine
 from ..engines.transformers import TransformersEngine, decoding
-from ..errors import GenerationInterrupted, InvalidOption, NotLoaded
+from ..errors import GenerationInterrupted, InvalidOption
 from ..values import GenerationOptions, PreparedTurn, Reply
 from ._base import SessionMagics, parse, show
 
@@ -291,7 +291,7 @@ class ChatMagics(SessionMagics):
             raise InvalidOption("Use --save or --load, not both.")
         if args.force and args.save is None:
             raise InvalidOption("--force only applies to --save.")
-        engine = self._chat_engine(args.name)
+        engine = self._chat_engine(args.name, "%llm_history")
         if args.load is not None:
             conversation = Conversation.load(args.load)
             engine.session.replace(conversation)
@@ -323,7 +323,7 @@ class ChatMagics(SessionMagics):
             %llm_reset
         """
         args = parse(self.llm_reset, line)
-        engine = self._chat_engine(args.name)
+        engine = self._chat_engine(args.name, "%llm_reset")
         engine.session.replace(Conversation())
         _show_notice(f"Started a fresh conversation with {engine.name}.", "success")
 
@@ -355,9 +355,7 @@ class ChatMagics(SessionMagics):
 
     def _capable(self, name: str | None, magic: str, capability: type) -> Any:
         """The named engine, configured to run now, if it has `capability`; else one line saying why not."""
-        engine = self.registry.get(name)
-        if not isinstance(engine, capability):
-            raise NotLoaded(f"{engine.name!r} cannot run {magic}: {_why_not(engine, capability)}")
+        engine = require(self.registry.get(name), capability, magic)
         self._configure(engine)
         return engine
 
@@ -368,11 +366,8 @@ class ChatMagics(SessionMagics):
             engine.reuse_cache = self.reuse_cache
             engine.clock = self.clock
 
-    def _chat_engine(self, name: str | None) -> Any:
-        engine = self.registry.get(name)
-        if not isinstance(engine, Chats):
-            raise NotLoaded(f"{engine.name!r} has no conversation: {_why_not(engine, Chats)}")
-        return engine
+    def _chat_engine(self, name: str | None, magic: str) -> Any:
+        return require(self.registry.get(name), Chats, magic)
 
     @staticmethod
     def _pick(flag: Any, trait: Any) -> Any:
@@ -457,16 +452,6 @@ def _footer(reply: Reply, engine: Engine) -> str:
 
     footer = footer_text(reply.stats, reply.finish_reason, engine.name)
     return " · ".join([footer, *([reply.problem] if reply.problem else []), *reply.notes])
-
-
-def _why_not(engine: Engine, capability: type) -> str:
-    reason = engine.why_not(capability) if isinstance(engine, ExplainsLimits) else None
-    if reason:
-        return reason
-    if engine.describe().tokenizer_only:
-        return "it is loaded as a tokenizer only; load the model itself to generate."
-    kind = engine.describe().kind.value
-    return f"the {kind} engine has no {capability.__name__.lower()} capability."
 
 
 def check_variable_name(name: str, flag: str) -> None:

@@ -10,9 +10,9 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int
 
 from ..display.pipe import CodeBlock
-from ..engines.base import Chats, Engine, ExplainsLimits, ScoresTokens, Tokenizes
+from ..engines.base import Chats, Engine, ScoresTokens, Tokenizes, require
 from ..engines.transformers import TokenizerEngine
-from ..errors import InvalidOption, NotLoaded
+from ..errors import InvalidOption
 from ..prompts import has_chat_template
 from ._base import SessionMagics, parse, show
 
@@ -139,17 +139,7 @@ class TokenMagics(SessionMagics):
             self._show_text(engines, text, show_ids, max_tokens, args.probs)
 
     def _tokenizing(self, name: str | None) -> Any:
-        engine = self.registry.get(name)
-        if isinstance(engine, ExplainsLimits) and not isinstance(engine, Tokenizes):
-            reason = engine.why_not(Tokenizes)
-            if reason:
-                raise NotLoaded(reason)
-        if not isinstance(engine, Tokenizes):
-            raise NotLoaded(
-                f"{engine.name!r} has no tokenizer here (the {engine.describe().kind.value} engine): "
-                "load it with a tokenizer to see its tokens."
-            )
-        return engine
+        return require(self.registry.get(name), Tokenizes, "%tokens")
 
     def _show_text(self, engines: list[Any], text: str, show_ids: bool, max_tokens: int, probs: bool) -> None:
         """%tokens TEXT: one view per tokenizer, coloured by probability with --probs."""
@@ -158,8 +148,7 @@ class TokenMagics(SessionMagics):
 
         if probs:
             for engine in engines:
-                if not isinstance(engine, ScoresTokens):
-                    raise InvalidOption(_why_no_probabilities(engine))
+                require(engine, ScoresTokens, "%tokens --probs")
         views = []
         for engine in engines:
             view = analyse(
@@ -219,19 +208,6 @@ class TokenMagics(SessionMagics):
             return TokenView([view], show_ids=show_ids, max_tokens=max_tokens)
 
         show(TokenExplorer(list(by_name), render, text=text, name=engine.name))
-
-
-def _why_no_probabilities(engine: Engine) -> str:
-    reason = engine.why_not(ScoresTokens) if isinstance(engine, ExplainsLimits) else None
-    if reason:
-        return reason
-    info = engine.describe()
-    if info.tokenizer_only:
-        return (
-            f"--probs runs the model, and {engine.name} is loaded as a tokenizer only; "
-            "load it again without --tokenizer-only (add --reload) to use --probs."
-        )
-    return f"--probs needs the model's probabilities, and {engine.name} (the {info.kind.value} engine) gives none."
 
 
 def _conversation(engine: Engine) -> tuple[list[dict[str, str]], bool]:

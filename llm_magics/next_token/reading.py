@@ -6,27 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..conversation import check_text
-from ..engines.base import Engine, ExplainsLimits, PredictsNext, PredictsTopNext, Tokenizes
-from ..errors import InvalidOption, NotSupported
+from ..engines.base import PredictsNext, PredictsTopNext, Tokenizes, cannot
+from ..errors import InvalidOption
 from ..prompts import encode_messages, has_chat_template
 from ..values import SampledNext, TopLogprobs
 from .results import Sampling
 
 
 def require_engine(engine: Any) -> Any:
-    """`engine` when it can give next-token probabilities (all of them, or a server's top K), else
-    `NotSupported` in one line."""
+    """`engine` when it can give next-token probabilities (all of them, or a server's top K) and
+    has a tokenizer, else `NotSupported` in one line."""
     if isinstance(engine, (PredictsNext, PredictsTopNext)) and isinstance(engine, Tokenizes):
         return engine
-    name = getattr(engine, "name", "this model")
-    reason = engine.why_not(PredictsNext) if isinstance(engine, ExplainsLimits) else None
-    if reason:
-        raise NotSupported(reason)
-    if isinstance(engine, Engine) and engine.describe().tokenizer_only:
-        why = "it is loaded as a tokenizer only; load it again without --tokenizer-only (add --reload)"
-    else:
-        why = "its engine does not give next-token probabilities; pick an in-process model with --model"
-    raise NotSupported(f"%llm_next needs the model's probabilities, and {name} cannot give them: {why}.")
+    missing = Tokenizes if isinstance(engine, (PredictsNext, PredictsTopNext)) else PredictsNext
+    raise cannot(engine, missing, "%llm_next")
 
 
 def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False) -> tuple[list[int], str]:
