@@ -246,6 +246,11 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     for marker, make in MARKERS.items():
         if marker in markdown:
             markdown = markdown.replace(marker, make())
-    # A file of the repository shown as it is (benchmarks/RESULTS.md, written by `make bench`).
-    repository = Path(__file__).resolve().parent.parent
-    return INCLUDE.sub(lambda match: (repository / match["path"]).read_text(encoding="utf-8"), markdown)
+    return INCLUDE.sub(lambda match: included(match["path"]), markdown)
+
+
+def included(path: str) -> str:
+    """A file of the repository as it is (benchmarks/RESULTS.md, written by `make bench`), its
+    headings one level down so that they sit under the page's own title."""
+    text = (Path(__file__).resolve().parent.parent / path).read_text(encoding="utf-8")
+    return re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE)
