@@ -95,16 +95,17 @@ def _check_attributes(block: Block) -> None:
 
 def _error_class(name: str) -> type[BaseException]:
     from IPython.core.error import UsageError
-    from traitlets import TraitError
 
     from llm_magics import errors
 
-    found = getattr(errors, name, None) or {"UsageError": UsageError, "TraitError": TraitError}.get(name)
+    found = getattr(errors, name, None) or {"UsageError": UsageError}.get(name)
     assert isinstance(found, type), f"raises={name!r} names no error class of llm_magics.errors"
     return found
 
 
-PAGES_WITH_SNIPPETS = [path for path in pages() if python_blocks(path)]
+PAGES_WITH_SNIPPETS = [
+    path for path in pages() if any("needs" not in block.attrs for block in python_blocks(path))
+]
 
 
 @pytest.mark.slow
@@ -116,7 +117,6 @@ def test_snippets_run(page: Path, shell, bundled_gguf, tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)  # a snippet that saves a file writes it here
     # Short replies keep the run short; a snippet's own --max-new-tokens still wins.
     shell.run_line_magic("config", "LlmMagics.max_new_tokens = 16")
-    ran = 0
     try:
         for block in python_blocks(page):
             _check_attributes(block)
@@ -132,10 +132,8 @@ def test_snippets_run(page: Path, shell, bundled_gguf, tmp_path: Path, monkeypat
                 assert isinstance(error, _error_class(expected)), (
                     f"{block.where}: expected {expected}, got {type(error).__name__}: {error}"
                 )
-            ran += 1
     finally:
         shell.run_line_magic("llm_unload", "--all")
-    assert ran, f"{page}: every block needs a machine; nothing ran"
 
 
 NEEDING = [block for path in pages() for block in python_blocks(path) if "needs" in block.attrs]
@@ -221,7 +219,7 @@ def test_site_builds_with_strict_link_checking(tmp_path: Path) -> None:
     hooks = _hooks()
     for name in hooks.ordered_names():
         page = (site / "magics" / name / "index.html").read_text(encoding="utf-8")
-        assert "falls back to" in page, name
+        assert 'id="options"' in page, name
     layout = (site / "layout" / "index.html").read_text(encoding="utf-8")
     import llm_magics
 
