@@ -45,8 +45,8 @@ test: env browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not frontends"
 
 lint: env
-	$(BIN)/ruff check llm_magics tests benchmarks
-	$(BIN)/ruff format --check llm_magics tests benchmarks
+	$(BIN)/ruff check llm_magics tests benchmarks docs/_hooks.py
+	$(BIN)/ruff format --check llm_magics tests benchmarks docs/_hooks.py
 	$(BIN)/mypy
 
 # Executes examples/quickstart.ipynb in a real kernel; writes build/quickstart.{ipynb,html}.

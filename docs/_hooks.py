@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-
 #: The order of the "Magics" section; a magic missing here is listed after these, by name.
 ORDER = (
     "llm_load",
@@ -140,7 +139,9 @@ def options_table(name: str) -> str:
     dests = {action.dest for action in parser._actions}
     for dest, trait in fallbacks.items():
         if dest not in dests or trait not in all_traits:
-            raise ValueError(f"docs/_hooks.py FALLBACKS[{name!r}]: {dest!r} -> {trait!r} names no flag or trait")
+            raise ValueError(
+                f"docs/_hooks.py FALLBACKS[{name!r}]: {dest!r} -> {trait!r} names no flag or trait"
+            )
     rows = ["| option | default | falls back to | what it does |", "|---|---|---|---|"]
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
@@ -235,7 +236,9 @@ def on_files(files: Any, config: Any) -> Any:
 
     for name in ordered_names():
         if files.get_file_from_path(page_path(name)) is None:
-            files.append(File.generated(config, page_path(name), content=STUB.format(title=title(name), name=name)))
+            files.append(
+                File.generated(config, page_path(name), content=STUB.format(title=title(name), name=name))
+            )
     return files
 
 

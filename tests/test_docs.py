@@ -213,8 +213,20 @@ def test_site_builds_with_strict_link_checking(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="mkdocs is in the dev extra (`make env` installs it)")
     pytest.importorskip("material", reason="mkdocs-material is in the dev extra")
     site = tmp_path / "site"
-    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(site)]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "-f",
+        str(ROOT / "mkdocs.yml"),
+        "-d",
+        str(site),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    )
     assert done.returncode == 0, f"{shlex.join(command)}\n{done.stdout}\n{done.stderr}"
     hooks = _hooks()
     for name in hooks.ordered_names():
