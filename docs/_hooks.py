@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -156,9 +157,12 @@ def options_table(name: str) -> str:
         trait_cell = f"`LlmMagics.{trait}` = {_default(all_traits[trait])}" if trait else ""
         help_text = (action.help or "").replace("%%", "%")
         rows.append(f"| {_option_name(action)} | {default} | {trait_cell} | {_cell(help_text)} |")
-    usage = parser.format_usage().replace("usage: ", "").replace("%%", "%")
-    prefix = "%%" if registered()[name] == "cell" else "%"
-    return f"```text\n{prefix}{usage.strip()}\n```\n\n" + "\n".join(rows) + "\n"
+    # IPython's parser writes its usage as an rST literal block ("::", indented) after "usage: ".
+    usage = textwrap.dedent(parser.format_usage().replace("usage: ", "", 1).replace("::", "", 1)).strip()
+    usage = usage.replace("%%", "%")
+    if registered()[name] == "cell":
+        usage = "%" + usage
+    return f"```text\n{usage}\n```\n\n" + "\n".join(rows) + "\n"
 
 
 def settings_table(names: list[str] | None = None) -> str:
