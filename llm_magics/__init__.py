@@ -1,8 +1,9 @@
 """llm_magics: run open LLMs inside a notebook.
 
 `%load_ext llm_magics` registers `%llm_load`, `%llm_list`, `%llm_use`, `%llm_unload`,
-`%%llm_chat`, `%%llm_complete`, `%llm_history`, `%llm_reset`, `%tokens` and `%llm_pipe`. Loading the
-extension imports nothing heavy: torch and transformers arrive with the first `%llm_load`.
+`%%llm_chat`, `%%llm_complete`, `%llm_history`, `%llm_reset`, `%tokens`, `%llm_next` and
+`%llm_pipe`. Loading the extension imports nothing heavy: torch and transformers arrive with the
+first `%llm_load`.
 """
 
 from __future__ import annotations
