@@ -102,7 +102,9 @@ def _block(name: str, module: Any, seen: set[int]) -> Block:
         dtypes.update(child.dtypes)
     quantization = _QUANTIZED.get(type(module).__name__, Quantization.NONE)
     if quantization is Quantization.NONE:
-        quantization = next((c.quantization for c in children if c.quantization is not Quantization.NONE), quantization)
+        quantization = next(
+            (c.quantization for c in children if c.quantization is not Quantization.NONE), quantization
+        )
     return Block(
         name=name,
         kind=type(module).__name__,
@@ -214,4 +216,12 @@ def architecture_code(load: str) -> str:
     )
 
 
-__all__ = ["Architecture", "Block", "Quantization", "Shape", "architecture", "architecture_code", "describe_model"]
+__all__ = [
+    "Architecture",
+    "Block",
+    "Quantization",
+    "Shape",
+    "architecture",
+    "architecture_code",
+    "describe_model",
+]

@@ -55,7 +55,9 @@ class Attention:
         index = self.head_index(head)
         return weights.mean(axis=0) if index is None else weights[index]
 
-    def top(self, layer: int | None = None, head: int | None = None, k: int = 3) -> list[list[tuple[int, float]]]:
+    def top(
+        self, layer: int | None = None, head: int | None = None, k: int = 3
+    ) -> list[list[tuple[int, float]]]:
         """For each query position, its `k` most attended keys as (position, weight), largest first."""
         matrix = self.matrix(layer, head)
         out = []

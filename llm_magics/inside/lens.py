@@ -98,7 +98,8 @@ def logit_lens(engine: Any, text: str, *, show: int = 5, chat: bool = False) -> 
     asked = prompt(tokenizer, text, chat=chat, magic="%llm_next --lens")
     probabilities = lens_probabilities(model, asked.ids)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :show]
-    names = {int(i): label for i, label in zip(np.unique(order), labels(tokenizer, np.unique(order).tolist()))}
+    unique = [int(i) for i in np.unique(order)]
+    names = dict(zip(unique, labels(tokenizer, unique), strict=True))
     rows = tuple(
         tuple(LensToken(int(i), names[int(i)], float(p[i])) for i in top)
         for top, p in zip(order, probabilities, strict=True)
