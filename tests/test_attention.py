@@ -53,7 +53,12 @@ def test_weights_equal_a_hand_computation_and_the_model_keeps_sdpa(which, loaded
     before = model.config._attn_implementation
     seen = attention(TinyEngine(which, model, tokenizer), "The cat sat on the mat because it was tired")
     assert model.config._attn_implementation == before == "sdpa"
-    assert seen.weights.shape == (model.config.num_hidden_layers, model.config.num_attention_heads, len(seen.ids), len(seen.ids))
+    assert seen.weights.shape == (
+        model.config.num_hidden_layers,
+        model.config.num_attention_heads,
+        len(seen.ids),
+        len(seen.ids),
+    )
     for layer in (0, seen.layers - 1):
         expected = hand_attention(model, list(seen.ids), layer).numpy()
         np.testing.assert_allclose(seen.weights[layer], expected, atol=2e-5)
