@@ -284,6 +284,28 @@ def tokenization_lesson() -> nbformat.NotebookNode:
                 "that append a token (they need a live notebook; in a saved copy only a snapshot "
                 "remains)."
             ),
+            md(
+                "## Inside the model\n\n"
+                "`%llm_attention` draws how much each token attends to each earlier one, in every "
+                "layer and head (hover a cell for its weight); `%llm_next --lens` shows what each "
+                "layer would predict if it were the last; `%llm_info` shows the model's blocks."
+            ),
+            code(
+                "%llm_attention --model smollm2-135m --layer -1 The cat sat on the mat because it was tired"
+            ),
+            code("%llm_next --model smollm2-135m --lens --show 3 The capital of France is"),
+            code("%llm_info smollm2-135m"),
+            code(
+                "import llm_magics\n\n"
+                "seen = llm_magics.attention('The cat sat on the mat', name='smollm2-135m')\n"
+                "seen.weights.shape  # (layers, heads, query, key)"
+            ),
+            md(
+                "**Question:** at which layer does the lens first put ` Paris` on top? "
+                "What did the earlier layers predict instead?\n\n"
+                "## Try it yourself (inside)\n\n"
+                "`%llm_attention --live` adds sliders for the layer and the head."
+            ),
             code("%tokens --live --model smollm2-135m Type here"),
             code("%llm_next --live --model smollm2-135m Once upon a time, there was a"),
             code("%llm_unload --all"),
@@ -710,9 +732,11 @@ def pipelines() -> nbformat.NotebookNode:
                 "of the context, with a score:"
             ),
             hub("%llm_pipe translation_en_to_fr --model google-t5/t5-small I love learning about LLMs!"),
-            md("The extractive model the old pipeline picked by default (from the hub, once) marks its span:"),
+            md(
+                "The extractive model the old pipeline picked by default (from the hub, once) marks its span:"
+            ),
             hub(
-                '%%llm_pipe question-answering --model distilbert/distilbert-base-cased-distilled-squad '
+                "%%llm_pipe question-answering --model distilbert/distilbert-base-cased-distilled-squad "
                 '--context "Ada Lovelace worked with Charles Babbage in London."\n'
                 "Where did Ada Lovelace work?"
             ),

@@ -1,9 +1,9 @@
 """llm_magics: run open LLMs inside a notebook.
 
 `%load_ext llm_magics` registers `%llm_load`, `%llm_list`, `%llm_use`, `%llm_unload`,
-`%%llm_chat`, `%%llm_complete`, `%llm_history`, `%llm_reset`, `%tokens`, `%llm_next` and
-`%llm_pipe`. Loading the extension imports nothing heavy: torch and transformers arrive with the
-first `%llm_load`.
+`%%llm_chat`, `%%llm_complete`, `%llm_history`, `%llm_reset`, `%tokens`, `%llm_next`,
+`%llm_attention`, `%llm_info` and `%llm_pipe`. Loading the
+extension imports nothing heavy: torch and transformers arrive with the first `%llm_load`.
 """
 
 from __future__ import annotations
@@ -129,6 +129,27 @@ def compute_dtype(
     return choose_compute_dtype(hardware)
 
 
+def attention(text: str, name: str | None = None, *, max_tokens: int = 128, chat: bool = False) -> Any:
+    """The attention weights %llm_attention draws: `.tokens`, `.weights[layer, head, query, key]`."""
+    from .inside.attention import attention as weights
+
+    return weights(_current_engine(name), text, max_tokens=max_tokens, chat=chat)
+
+
+def logit_lens(text: str, name: str | None = None, *, show: int = 5, chat: bool = False) -> Any:
+    """What each layer would predict after `text` (%llm_next --lens): see `llm_magics.inside.lens`."""
+    from .inside.lens import logit_lens as lens
+
+    return lens(_current_engine(name), text, show=show, chat=chat)
+
+
+def architecture(name: str | None = None) -> Any:
+    """The module tree and config shape %llm_info shows: see `llm_magics.inside.architecture`."""
+    from .inside.architecture import architecture as describe
+
+    return describe(_current_engine(name))
+
+
 def tokenize(text: str, name: str | None = None) -> list[Any]:
     """Token spans (id, token string, start, end, is_special) of `text` under a loaded tokenizer."""
     from .engines.base import Tokenizes
@@ -143,12 +164,15 @@ def tokenize(text: str, name: str | None = None) -> list[Any]:
 
 __all__ = [
     "__version__",
+    "architecture",
+    "attention",
     "compute_dtype",
     "estimate",
     "get_entry",
     "get_model",
     "load",
     "load_ipython_extension",
+    "logit_lens",
     "next_token_distribution",
     "tokenize",
     "unload_ipython_extension",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from IPython.core.magic import magics_class
 
 from .chat import ChatMagics
+from .inside import InsideMagics
 from .models import ModelMagics
 from .next_token import NextTokenMagics
 from .pipe import PipeMagics
@@ -18,7 +19,7 @@ from .tokens import TokenMagics
 
 
 @magics_class
-class LlmMagics(PipeMagics, ModelMagics, ChatMagics, TokenMagics, NextTokenMagics):
+class LlmMagics(PipeMagics, ModelMagics, ChatMagics, TokenMagics, NextTokenMagics, InsideMagics):
     """Load open LLMs, chat with them and look at their tokens, inside the notebook."""
 
 

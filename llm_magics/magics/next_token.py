@@ -68,6 +68,12 @@ class NextTokenMagics(SessionMagics):
     )
     @argument("--live", action="store_true", help="An explorer with sliders and greedy/sample/undo buttons.")
     @argument(
+        "--lens",
+        action="store_true",
+        help="The logit lens: what each layer would predict (--show per layer).",
+    )
+    @argument("--code", action="store_true", help="With --lens: also show the plain transformers code.")
+    @argument(
         "--no-interpolate", action="store_true", help="Keep {name} as written instead of substituting it."
     )
     @argument(
@@ -105,6 +111,7 @@ class NextTokenMagics(SessionMagics):
             %llm_next --steps 8 The capital of France is
             %llm_next --steps 8 --sample --temperature 1.2 --seed 0 Once upon a time
             %llm_next --live Once upon a time      # sliders and buttons (needs ipywidgets)
+            %llm_next --lens --show 3 The capital of France is   # what each layer would say
 
             %%llm_next --temperature 2
             A longer text, {variable} substituted from your namespace.
@@ -126,6 +133,11 @@ class NextTokenMagics(SessionMagics):
         count = self.next_show if args.show is None else args.show
         if not 1 <= count <= MAX_SHOW:
             raise InvalidOption(f"--show must be between 1 and {MAX_SHOW}; got {count}.")
+        if args.lens or args.code:
+            from .inside import show_lens
+
+            show_lens(self.registry.get(args.model), text, args, count)
+            return None
         if args.steps is None and (args.sample or (args.seed is not None and not args.live)):
             raise InvalidOption("--sample and --seed go with --steps N (how many tokens to choose).")
         engine = require_engine(self.registry.get(args.model))
