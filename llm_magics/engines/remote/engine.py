@@ -27,6 +27,7 @@ from ..base import (
     Stats,
     TextCallback,
     Tokenizes,
+    TokenScores,
 )
 from .client import Server
 from .dialects import Dialect, dialect_for
@@ -44,6 +45,8 @@ class RemoteChatSession:
     def __init__(self, engine: RemoteEngine, conversation: Conversation | None = None) -> None:
         self.engine = engine
         self.conversation = conversation if conversation is not None else Conversation()
+        #: The last reply's scores (`KeepsScores`), from the server's log-probabilities if it sent any.
+        self.last_scores: TokenScores | None = None
 
     def __repr__(self) -> str:
         return f"<RemoteChatSession {self.engine.name}: {len(self.conversation.messages)} messages>"
@@ -96,10 +99,12 @@ class RemoteChatSession:
         reply = self.engine.stream_chat(prepared.messages, options, on_text=on_text)
         if not reply.empty:
             self.conversation.messages = [*prepared.messages, {"role": "assistant", "content": reply.text}]
+            self.last_scores = reply.scores
         return reply
 
     def replace(self, conversation: Conversation) -> None:
         self.conversation = conversation
+        self.last_scores = None
 
 
 class RemoteEngine:

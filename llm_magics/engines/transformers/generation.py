@@ -12,6 +12,11 @@ sees. Greedy replies are the same with and without it (tested in float32 on CPU)
 precision on a GPU, the different kernel shapes of a short suffix pass can in rare near-ties pick
 another token, as any change of batch shape can.
 
+With `options.keep_scores`, `generate` also asks transformers for its raw logits
+(`output_logits=True, return_dict_in_generate=True`: the same forward passes, the same tokens) and
+keeps each token's probability and its top runners-up (`scores_from_logits`); without it nothing
+is requested. An interrupted reply has none (`generate` returns nothing when interrupted).
+
 On CPU, generation keeps its cache in `decoding`'s buffers that grow in place, so a long
 conversation does not copy the whole cache at every token (`cpu_decoding` chooses).
 """
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import GenerationFailed
-from ..base import FinishReason, GenerationOptions, Reply, Stats, TextCallback
+from ..base import FinishReason, GenerationOptions, Reply, Stats, TextCallback, TokenScores
 from . import decoding
 
 
@@ -37,6 +42,31 @@ def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:
     if options.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = options.repetition_penalty
     return kwargs
+
+
+def scores_from_logits(
+    logits: Sequence[Any], ids: Sequence[int], k: int, temperature: float, prompt_ids: Sequence[int] = ()
+) -> TokenScores:
+    """Each token's probability and the `k` likeliest of its position, from `generate`'s raw logits
+    (one `(1, vocab)` tensor per new token), as softmax(logits / temperature); greedy: temperature 1."""
+    import torch
+
+    steps = min(len(logits), len(ids))
+    if steps == 0:
+        return TokenScores((), (), (), (), temperature or 1.0, tuple(prompt_ids))
+    scale = temperature or 1.0
+    probs = torch.softmax(torch.cat([row.float() for row in logits[:steps]]) / scale, dim=-1)
+    chosen = torch.tensor(list(ids[:steps]), device=probs.device)
+    picked = probs.gather(1, chosen[:, None])[:, 0]
+    top = torch.topk(probs, min(k, probs.shape[-1]), dim=-1)
+    return TokenScores(
+        ids=tuple(int(i) for i in ids[:steps]),
+        probabilities=tuple(float(p) for p in picked.cpu().tolist()),
+        top_ids=tuple(tuple(row) for row in top.indices.cpu().tolist()),
+        top_probabilities=tuple(tuple(row) for row in top.values.cpu().tolist()),
+        temperature=scale,
+        prompt_ids=tuple(prompt_ids),
+    )
 
 
 class _Streamer:
@@ -230,16 +260,19 @@ def generate(
         kwargs["pad_token_id"] = tokenizer.eos_token_id
     if options.seed is not None:
         torch.manual_seed(options.seed)
+    if options.keep_scores:
+        kwargs.update(output_logits=True, return_dict_in_generate=True)
 
     device = getattr(model, "device", "cpu")
     input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     stats = Stats(prompt_tokens=len(prompt_ids), reused_tokens=reused)
     started = clock()
     interrupted = False
+    output = None
     try:
         # inference_mode, not generate's own no_grad: no autograd bookkeeping on any tensor.
         with torch.inference_mode(), decoding.fast_attention(model) if fast_attention else nullcontext():
-            model.generate(
+            output = model.generate(
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
             )
     except KeyboardInterrupt:
@@ -267,6 +300,10 @@ def generate(
     if stop_strings:
         text = text.strip()
     reply = Reply(text=text, finish_reason=reason, stats=stats, token_ids=new_ids)
+    if options.keep_scores and getattr(output, "logits", None) is not None:
+        reply.scores = scores_from_logits(
+            output.logits, new_ids, options.keep_scores, options.temperature, prompt_ids
+        )
     if not keep_cache:
         return Generation(reply)
     # After an interrupt only the positions every layer holds are usable (see `_crop`).
@@ -276,4 +313,4 @@ def generate(
     return Generation(reply, cache, (list(prompt_ids) + new_ids)[:covered])
 
 
-__all__ = ["Generation", "cache_keyword", "generate", "generate_kwargs"]
+__all__ = ["Generation", "cache_keyword", "generate", "generate_kwargs", "scores_from_logits"]

@@ -1,0 +1,1 @@
+"""Views of what happens inside the loaded model."""
