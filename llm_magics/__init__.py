@@ -90,7 +90,9 @@ def next_token_distribution(text: str, name: str | None = None, **options: Any) 
     return distribution(_current_engine(name), text, **options)
 
 
-def reply_alternatives(name: str | None = None, show: int = 5, expand: int = 3, branch_tokens: int = 8) -> Any:
+def reply_alternatives(
+    name: str | None = None, show: int = 5, expand: int = 3, branch_tokens: int = 8
+) -> Any:
     """The last reply's alternatives (asked with `%%llm_chat --alternatives`): an
     `llm_magics.inside.alternatives.ReplyAlternatives` (`.positions`, `.probabilities` as an array)."""
     from .engines.base import Chats, KeepsScores
@@ -101,7 +103,9 @@ def reply_alternatives(name: str | None = None, show: int = 5, expand: int = 3, 
     session = engine.session if isinstance(engine, Chats) else None
     scores = session.last_scores if isinstance(session, KeepsScores) else None
     if scores is None:
-        raise NoAlternatives(f"The last reply of {engine.name} has no alternatives: ask with %%llm_chat --alternatives.")
+        raise NoAlternatives(
+            f"The last reply of {engine.name} has no alternatives: ask with %%llm_chat --alternatives."
+        )
     return alternatives(engine, scores, show=show, expand=expand, branch_tokens=branch_tokens)
 
 

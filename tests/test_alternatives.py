@@ -98,7 +98,9 @@ def test_sampled_reply_probabilities_use_its_temperature(shell, tiny):
     model, _ = llm_magics.get_model(tiny)
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([[*scores.prompt_ids]])).logits[0, -1].float()
-    assert scores.probabilities[0] == pytest.approx(float(torch.softmax(logits / 0.7, -1)[scores.ids[0]]), abs=1e-5)
+    assert scores.probabilities[0] == pytest.approx(
+        float(torch.softmax(logits / 0.7, -1)[scores.ids[0]]), abs=1e-5
+    )
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,9 @@ def check_branches(expand: int, branch_tokens: int) -> None:
     if not 0 <= expand <= MAX_EXPAND:
         raise InvalidOption(f"--expand must be between 0 and {MAX_EXPAND}; got {expand}.")
     if not 1 <= branch_tokens <= MAX_BRANCH_TOKENS:
-        raise InvalidOption(f"--branch-tokens must be between 1 and {MAX_BRANCH_TOKENS}; got {branch_tokens}.")
+        raise InvalidOption(
+            f"--branch-tokens must be between 1 and {MAX_BRANCH_TOKENS}; got {branch_tokens}."
+        )
 
 
 def reply_alternatives(
@@ -139,7 +141,7 @@ def _positions(scores: TokenScores, tokenizer: Any, show: int) -> list[Position]
     for index, probability in enumerate(scores.probabilities):
         token_id = scores.ids[index] if scores.ids else None
         token = scores.tokens[index] if scores.tokens else _decode(tokenizer, [token_id])
-        runners = []
+        runners: list[Alternative] = []
         for rank, alt_probability in enumerate(scores.top_probabilities[index]):
             alt_id = scores.top_ids[index][rank] if scores.top_ids else None
             alt_token = scores.top_tokens[index][rank] if scores.top_tokens else _decode(tokenizer, [alt_id])
@@ -162,7 +164,12 @@ def _decode(tokenizer: Any, ids: Sequence[int | None]) -> str:
 
 
 def _with_branches(
-    model: Any, tokenizer: Any, scores: TokenScores, positions: list[Position], expand: int, branch_tokens: int
+    model: Any,
+    tokenizer: Any,
+    scores: TokenScores,
+    positions: list[Position],
+    expand: int,
+    branch_tokens: int,
 ) -> list[Position]:
     """`positions` with branches for the `expand` least likely ones (ties: the earlier first)."""
     from dataclasses import replace

@@ -110,15 +110,17 @@ class ChatMagics(SessionMagics):
         help="Keep each conversation's key/value cache between turns, so only the new part of the prompt is computed.",
     ).tag(config=True)
 
-    alternatives_show = Int(5, help="Runners-up listed per token by --alternatives (--show).").tag(config=True)
+    alternatives_show = Int(5, help="Runners-up listed per token by --alternatives (--show).").tag(
+        config=True
+    )
     alternatives_expand = Int(
         3,
         help="--alternatives computes branches (where each runner-up leads) for this many of the reply's least "
         "likely tokens; each costs one batched generate (0: none).",
     ).tag(config=True)
-    alternatives_branch_tokens = Int(8, help="Tokens of greedy continuation in each --alternatives branch.").tag(
-        config=True
-    )
+    alternatives_branch_tokens = Int(
+        8, help="Tokens of greedy continuation in each --alternatives branch."
+    ).tag(config=True)
 
     cpu_decoding = Enum(
         list(decoding.MODES),
@@ -306,7 +308,9 @@ class ChatMagics(SessionMagics):
     @argument("--load", metavar="PATH", help="Replace the conversation with the one in PATH (.json or .md).")
     @argument("--force", action="store_true", help="Let --save replace a file that it did not write.")
     @argument(
-        "--alternatives", action="store_true", help="Show the last reply's alternatives (asked with --alternatives)."
+        "--alternatives",
+        action="store_true",
+        help="Show the last reply's alternatives (asked with --alternatives).",
     )
     @argument("--show", type=int, metavar="N", help="Runners-up per token with --alternatives.")
     @no_var_expand
@@ -331,7 +335,9 @@ class ChatMagics(SessionMagics):
         runners = self._alternatives_show(args)
         if args.alternatives:
             if args.save is not None or args.load is not None or args.json:
-                raise InvalidOption("--alternatives shows the last reply; use it without --save, --load or --json.")
+                raise InvalidOption(
+                    "--alternatives shows the last reply; use it without --save, --load or --json."
+                )
             engine = self._chat_engine(args.name)
             session = engine.session
             scores = session.last_scores if isinstance(session, KeepsScores) else None

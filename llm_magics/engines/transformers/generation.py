@@ -268,7 +268,7 @@ def generate(
     stats = Stats(prompt_tokens=len(prompt_ids), reused_tokens=reused)
     started = clock()
     interrupted = False
-    output = None
+    output: Any = None
     try:
         # inference_mode, not generate's own no_grad: no autograd bookkeeping on any tensor.
         with torch.inference_mode(), decoding.fast_attention(model) if fast_attention else nullcontext():
@@ -300,9 +300,10 @@ def generate(
     if stop_strings:
         text = text.strip()
     reply = Reply(text=text, finish_reason=reason, stats=stats, token_ids=new_ids)
-    if options.keep_scores and getattr(output, "logits", None) is not None:
+    logits = getattr(output, "logits", None) if options.keep_scores else None
+    if logits is not None:
         reply.scores = scores_from_logits(
-            output.logits, new_ids, options.keep_scores, options.temperature, prompt_ids
+            logits, new_ids, options.keep_scores, options.temperature, prompt_ids
         )
     if not keep_cache:
         return Generation(reply)
