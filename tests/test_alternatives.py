@@ -151,3 +151,17 @@ def test_views_escape_model_text_and_read_in_a_terminal():
     assert "&lt;script&gt;" in page and "<details>" in page
     text = bundle["text/plain"]
     assert "50.00%" in text and "⟨U+202E⟩" in text and "could have been" in text
+
+
+def test_code_prints_lines_that_give_the_same_numbers(shell, tiny, capsys):
+    result, captured = chat(shell, QUESTION, "--new --max-new-tokens 6 --alternatives --show 2 --code")
+    assert result.success
+    code = next(
+        o.data["text/plain"] for o in captured.outputs if "output_logits=True" in o.data["text/plain"]
+    )
+    namespace: dict = {}
+    exec(compile(code, "<--code>", "exec"), namespace)  # noqa: S102 - the code we print for users
+    scores = session(shell).last_scores
+    assert namespace["new_ids"].tolist() == list(scores.ids)
+    assert namespace["chosen"].tolist() == pytest.approx(list(scores.probabilities), abs=1e-5)
+    assert len(capsys.readouterr().out.splitlines()) >= len(scores.ids)

@@ -213,7 +213,12 @@ class ChatMagics(SessionMagics):
             self._notices(engine, prepared)
         if args.code:
             engine, _, prepared = turns[0]
-            show(CodeBlock(_code(engine, options, messages=prepared.messages, plain=prepared.plain_template)))
+            source = _code(engine, options, messages=prepared.messages, plain=prepared.plain_template)
+            if args.alternatives and not isinstance(engine, RemoteEngine):
+                from ..code import alternatives_code
+
+                source += "\n" + alternatives_code(options, runners)
+            show(CodeBlock(source))
         if len(turns) == 1:
             engine, session, prepared = turns[0]
             with self._stream(ReplyView, args) as stream:
