@@ -165,3 +165,12 @@ def test_code_prints_lines_that_give_the_same_numbers(shell, tiny, capsys):
     assert namespace["new_ids"].tolist() == list(scores.ids)
     assert namespace["chosen"].tolist() == pytest.approx(list(scores.probabilities), abs=1e-5)
     assert len(capsys.readouterr().out.splitlines()) >= len(scores.ids)
+
+
+def test_a_server_without_logprobs_shows_the_reply_and_one_line(shell, fake):
+    assert run(shell, f"%llm_load --endpoint {fake.url} --as remote")[0].success
+    result, captured = chat(shell, "Hello", "--max-new-tokens 4 --alternatives")
+    assert result.success and shell.user_ns["_llm_reply"]
+    assert "returned no log-probabilities" in captured.outputs[-1].data["text/plain"]
+    result, captured = run(shell, "%llm_history --alternatives")
+    assert_one_line_error(result, captured, "NoAlternatives", "has no alternatives")
