@@ -174,3 +174,20 @@ def test_a_server_without_logprobs_shows_the_reply_and_one_line(shell, fake):
     assert "returned no log-probabilities" in captured.outputs[-1].data["text/plain"]
     result, captured = run(shell, "%llm_history --alternatives")
     assert_one_line_error(result, captured, "NoAlternatives", "has no alternatives")
+
+
+def test_an_interrupt_keeps_the_partial_reply_and_no_alternatives(shell, tiny):
+    from tests.helpers import RaiseOnForward
+
+    chat(shell, "Hello", "--max-new-tokens 3 --alternatives")
+    model, _ = llm_magics.get_model(tiny)
+    hook = model.register_forward_hook(RaiseOnForward(KeyboardInterrupt(), on_call=3))
+    try:
+        result, captured = chat(shell, "Tell me more", "--max-new-tokens 20 --alternatives")
+    finally:
+        hook.remove()
+    assert_one_line_error(result, captured, "GenerationInterrupted", "the partial reply is kept")
+    assert session(shell).conversation.messages[-1]["content"] == shell.user_ns["_llm_reply"]
+    assert session(shell).last_scores is None
+    assert chat(shell, "Continue", "--max-new-tokens 3 --alternatives")[0].success
+    assert session(shell).last_scores is not None
