@@ -150,6 +150,25 @@ def architecture(name: str | None = None) -> Any:
     return describe(_current_engine(name))
 
 
+def reply_alternatives(
+    name: str | None = None, show: int = 5, expand: int = 3, branch_tokens: int = 8
+) -> Any:
+    """The last reply's alternatives (asked with `%%llm_chat --alternatives`): an
+    `llm_magics.inside.alternatives.ReplyAlternatives` (`.positions`, `.probabilities` as an array)."""
+    from .engines.base import Chats, KeepsScores
+    from .errors import NoAlternatives
+    from .inside.alternatives import reply_alternatives as alternatives
+
+    engine = _current_engine(name)
+    session = engine.session if isinstance(engine, Chats) else None
+    scores = session.last_scores if isinstance(session, KeepsScores) else None
+    if scores is None:
+        raise NoAlternatives(
+            f"The last reply of {engine.name} has no alternatives: ask with %%llm_chat --alternatives."
+        )
+    return alternatives(engine, scores, show=show, expand=expand, branch_tokens=branch_tokens)
+
+
 def tokenize(text: str, name: str | None = None) -> list[Any]:
     """Token spans (id, token string, start, end, is_special) of `text` under a loaded tokenizer."""
     from .engines.base import Tokenizes
@@ -174,6 +193,7 @@ __all__ = [
     "load_ipython_extension",
     "logit_lens",
     "next_token_distribution",
+    "reply_alternatives",
     "tokenize",
     "unload_ipython_extension",
 ]

@@ -141,6 +141,32 @@ def chat_code(
     return "\n".join(lines)
 
 
+def alternatives_code(options: GenerationOptions, show: int) -> str:
+    """`--alternatives`, after `chat_code`'s lines: each token's probability and its runners-up,
+    computed as the magic does, from `generate`'s raw logits (softmax of logits / temperature)."""
+    temperature = options.temperature or 1.0
+    pairs = [
+        ("", "**inputs"),
+        *_generate_pairs(options),
+        ("output_logits", "True"),
+        ("return_dict_in_generate", "True"),
+    ]
+    lines = ["", "# --alternatives: the same generation, keeping generate's raw logits"]
+    if options.seed is not None:
+        lines.append(f"torch.manual_seed({options.seed})")
+    lines += [
+        f"scored = model.generate({_kwargs(pairs)})",
+        "new_ids = scored.sequences[0, inputs['input_ids'].shape[1]:]",
+        f"probs = torch.softmax(torch.cat(scored.logits).float() / {temperature!r}, dim=-1)",
+        "chosen = probs[torch.arange(len(new_ids)), new_ids]  # each token's probability",
+        f"top = torch.topk(probs, {show + 1}, dim=-1)",
+        "for token_id, p, ids, ps in zip(new_ids.tolist(), chosen.tolist(), top.indices.tolist(), top.values.tolist()):",
+        f"    runners = [(tokenizer.decode([i]), round(q, 4)) for i, q in zip(ids, ps) if i != token_id][:{show}]",
+        "    print(repr(tokenizer.decode([token_id])), round(p, 4), runners)",
+    ]
+    return "\n".join(lines)
+
+
 def complete_code(plan: Any, prompt: str, options: GenerationOptions, *, fallback: str = "MODEL") -> str:
     """`%%llm_complete`: raw continuation, no chat template."""
     lines = [load_code(plan, fallback=fallback), "from transformers import TextStreamer", ""]

@@ -24,6 +24,7 @@
     ├── ConversationNotSaved     `--save` could not write (no such folder, a folder, no permission)
     ├── WouldOverwrite           `--save` onto a file this extension did not write (without --force)
     ├── NotSupported             the engine cannot do what a magic needs (%llm_next without probabilities)
+    ├── NoAlternatives           `%llm_history --alternatives` with no scored last reply to show
     └── RemoteError              an OpenAI-compatible server (`%llm_load --endpoint`) failed us
         ├── RemoteExtraMissing   the `openai` package (extra `[remote]`) is not installed
         ├── ServerUnreachable    connection refused, a host name that does not resolve
@@ -221,6 +222,12 @@ class NotOpenAICompatible(RemoteError):
 
 
 # --------------------------------------------------------------------------- engine capabilities
+
+
+class NoAlternatives(LlmMagicsError):
+    """Raised when the last reply has no token scores to show (`%llm_history --alternatives`,
+    `llm_magics.reply_alternatives`): it was not asked with --alternatives, it was interrupted,
+    the conversation was loaded or reset since, or the server sent no log-probabilities."""
 
 
 class NotSupported(LlmMagicsError):

@@ -48,6 +48,8 @@ MAX_NEW_TOKENS = 1_000_000
 #: The smallest temperature above 0. Below it sampling is greedy to within rounding anyway, and
 #: logits / T overflows float32 (1e-300 is 0 there: NaN probabilities): 0 asks for greedy.
 MIN_TEMPERATURE = 0.01
+#: The most runners-up a reply keeps per token (`GenerationOptions.keep_scores`, `--show`).
+MAX_KEPT_SCORES = 21
 
 
 #: What a temperature may be, as every magic says it.
@@ -73,6 +75,9 @@ class GenerationOptions:
     top_k: int = 50
     repetition_penalty: float = 1.0
     seed: int | None = None
+    #: Keep this many runners-up of every generated token (`TokenScores`, `--alternatives`); 0:
+    #: none, and generation runs exactly as without it.
+    keep_scores: int = 0
 
     @property
     def greedy(self) -> bool:
@@ -91,6 +96,7 @@ class GenerationOptions:
                 f"greater than 0 and at most {MAX_REPETITION_PENALTY:g} (1 means none)",
             ),
             (self.seed is None or 0 <= self.seed < 2**63, "seed", "between 0 and 2**63 - 1"),
+            (0 <= self.keep_scores <= MAX_KEPT_SCORES, "keep-scores", f"between 0 and {MAX_KEPT_SCORES}"),
         ]
         for ok, flag, expected in checks:
             if not ok:
@@ -121,6 +127,36 @@ class Stats:
         return (self.new_tokens - 1) / decoding if decoding > 0 else None
 
 
+class ScoreSource(str, Enum):
+    """Where a reply's `TokenScores` came from."""
+
+    LOGITS = "logits"  # the whole distribution, in process
+    LOGPROBS = "logprobs"  # a server's top log-probabilities
+
+
+@dataclass(frozen=True)
+class TokenScores:
+    """What the model gave each token of a reply: its probability and the likeliest tokens of its
+    position, likeliest first (`--alternatives`).
+
+    Probabilities are the softmax of the raw logits divided by the temperature the reply was drawn
+    with (greedy: temperature 1); top-k, top-p and the repetition penalty are not applied.
+    `prompt_ids` are what the reply followed, where the engine knows them (in process), so
+    branches can be generated from any position.
+    """
+
+    ids: tuple[int, ...]
+    probabilities: tuple[float, ...]
+    top_ids: tuple[tuple[int, ...], ...]
+    top_probabilities: tuple[tuple[float, ...], ...]
+    temperature: float = 1.0
+    prompt_ids: tuple[int, ...] = ()
+    #: Token texts where the engine has no tokenizer here (a server's `top_logprobs` tokens).
+    tokens: tuple[str, ...] = ()
+    top_tokens: tuple[tuple[str, ...], ...] = ()
+    source: ScoreSource = ScoreSource.LOGITS
+
+
 @dataclass
 class Reply:
     """A finished (or interrupted) generation: the text a user sees, and why it stopped.
@@ -138,6 +174,10 @@ class Reply:
     problem: str | None = None
     #: What the footer adds about the text itself (characters the engine had to replace).
     notes: list[str] = field(default_factory=list)
+    #: Each token's probability and runners-up, when `GenerationOptions.keep_scores` asked for them
+    #: and the engine could give them (None otherwise: an interrupted reply, a server without
+    #: log-probabilities).
+    scores: TokenScores | None = None
 
     @property
     def interrupted(self) -> bool:

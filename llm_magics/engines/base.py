@@ -35,6 +35,7 @@ from ..values import (
     Reply,
     SampledNext,
     TextCallback,
+    TokenScores,
     TopLogprobs,
 )
 
@@ -88,6 +89,15 @@ class ChatSession(Protocol):
     def replace(self, conversation: Conversation) -> None:
         """Continue from another conversation (`%llm_history --load`, `%llm_reset`)."""
         ...
+
+
+@runtime_checkable
+class KeepsScores(Protocol):
+    """Chat sessions that keep the `TokenScores` of their last reply (`%llm_history --alternatives`):
+    None when it had none, after `replace` (a `--load`, `%llm_reset`), and before the first turn.
+    Scores are never saved with the conversation."""
+
+    last_scores: TokenScores | None
 
 
 @runtime_checkable
@@ -231,6 +241,7 @@ __all__ = [
     "Engine",
     "ExplainsLimits",
     "HoldsModel",
+    "KeepsScores",
     "PredictsNext",
     "PredictsTopNext",
     "SamplesNext",

@@ -22,11 +22,12 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
 from ..display.pipe import CodeBlock
-from ..engines.base import Chats, Completes, Engine, require
+from ..engines.base import Chats, Completes, Engine, KeepsScores, require
 from ..engines.remote import RemoteEngine
 from ..engines.transformers import TransformersEngine, decoding
-from ..errors import GenerationInterrupted, InvalidOption
-from ..values import GenerationOptions, PreparedTurn, Reply
+from ..errors import GenerationInterrupted, InvalidOption, NoAlternatives
+from ..inside.alternatives import KEPT, check_branches, check_show, reply_alternatives
+from ..values import GenerationOptions, PreparedTurn, Reply, TokenScores
 from ._base import SessionMagics, parse, show
 
 #: Names a reply must never be stored under: IPython's own, and every dunder and builtin.
@@ -100,6 +101,18 @@ class ChatMagics(SessionMagics):
         help="Keep each conversation's key/value cache between turns, so only the new part of the prompt is computed.",
     ).tag(config=True)
 
+    alternatives_show = Int(5, help="Runners-up listed per token by --alternatives (--show).").tag(
+        config=True
+    )
+    alternatives_expand = Int(
+        3,
+        help="--alternatives computes branches (where each runner-up leads) for this many of the reply's least "
+        "likely tokens; each costs one batched generate (0: none).",
+    ).tag(config=True)
+    alternatives_branch_tokens = Int(
+        8, help="Tokens of greedy continuation in each --alternatives branch."
+    ).tag(config=True)
+
     cpu_decoding = Enum(
         list(decoding.MODES),
         default_value=decoding.EXACT,
@@ -126,6 +139,12 @@ class ChatMagics(SessionMagics):
         metavar="NAME",
         help="Also send the message to these loaded models (each keeps its own conversation); replies side by side.",
     )
+    @argument(
+        "--alternatives",
+        action="store_true",
+        help="Also show the reply's tokens coloured by probability, with their runners-up and where they lead.",
+    )
+    @argument("--show", type=int, metavar="N", help="Runners-up per token with --alternatives.")
     @_generation_arguments
     @no_var_expand
     @cell_magic
@@ -149,7 +168,12 @@ class ChatMagics(SessionMagics):
             Explain a token in one sentence.
         """
         args = parse(self.llm_chat, line)
+        runners = self._alternatives_show(args)
+        if args.alternatives and args.compare:
+            raise InvalidOption("--alternatives shows one reply; leave out --compare.")
         first, options = self._prepare_generation(args, cell, "%%llm_chat", Chats)
+        if args.alternatives:
+            options.keep_scores = KEPT
         engines = [first] + [self._capable(name, "%%llm_chat", Chats) for name in args.compare or []]
         names = [engine.name for engine in engines]
         if len(set(names)) < len(names):
@@ -180,7 +204,12 @@ class ChatMagics(SessionMagics):
             self._notices(engine, prepared)
         if args.code:
             engine, _, prepared = turns[0]
-            show(CodeBlock(_code(engine, options, messages=prepared.messages, plain=prepared.plain_template)))
+            source = _code(engine, options, messages=prepared.messages, plain=prepared.plain_template)
+            if args.alternatives and not isinstance(engine, RemoteEngine):
+                from ..code import alternatives_code
+
+                source += "\n" + alternatives_code(options, runners)
+            show(CodeBlock(source))
         if len(turns) == 1:
             engine, session, prepared = turns[0]
             with self._stream(ReplyView, args) as stream:
@@ -188,6 +217,8 @@ class ChatMagics(SessionMagics):
                 stream.finish(reply, _footer(reply, engine))
             if args.new:
                 engine.adopt(session)
+            if args.alternatives and not reply.interrupted:
+                self._show_alternatives(engine, reply.scores, runners)
             self._keep(reply, args.out)
         else:
             self._side_by_side(turns, options, args)
@@ -272,6 +303,12 @@ class ChatMagics(SessionMagics):
     @argument("--save", metavar="PATH", help="Write the conversation to PATH (.json or .md).")
     @argument("--load", metavar="PATH", help="Replace the conversation with the one in PATH (.json or .md).")
     @argument("--force", action="store_true", help="Let --save replace a file that it did not write.")
+    @argument(
+        "--alternatives",
+        action="store_true",
+        help="Show the last reply's alternatives (asked with --alternatives).",
+    )
+    @argument("--show", type=int, metavar="N", help="Runners-up per token with --alternatives.")
     @no_var_expand
     @line_magic
     def llm_history(self, line: str) -> None:
@@ -285,8 +322,28 @@ class ChatMagics(SessionMagics):
 
             %llm_history --save chat.json
             %llm_history --load chat.json
+            %llm_history --alternatives --show 3
+
+        --alternatives shows the last reply's alternatives, if it was asked with
+        `%%llm_chat --alternatives`; they live in memory only, and are not saved.
         """
         args = parse(self.llm_history, line)
+        runners = self._alternatives_show(args)
+        if args.alternatives:
+            if args.save is not None or args.load is not None or args.json:
+                raise InvalidOption(
+                    "--alternatives shows the last reply; use it without --save, --load or --json."
+                )
+            engine = self._chat_engine(args.name, "%llm_history --alternatives")
+            session = engine.session
+            scores = session.last_scores if isinstance(session, KeepsScores) else None
+            if scores is None:
+                raise NoAlternatives(
+                    f"The last reply of {engine.name} has no alternatives: ask with %%llm_chat --alternatives "
+                    "(they are not kept by --save, --load or %llm_reset)."
+                )
+            self._show_alternatives(engine, scores, runners)
+            return
         if args.save is not None and args.load is not None:
             raise InvalidOption("Use --save or --load, not both.")
         if args.force and args.save is None:
@@ -328,6 +385,33 @@ class ChatMagics(SessionMagics):
         _show_notice(f"Started a fresh conversation with {engine.name}.", "success")
 
     # -- shared steps ------------------------------------------------------------------------------
+
+    def _alternatives_show(self, args: Namespace) -> int:
+        """--show, checked before anything changes; it needs --alternatives."""
+        if args.show is not None and not args.alternatives:
+            raise InvalidOption("--show applies to --alternatives.")
+        runners = self._pick(args.show, self.alternatives_show)
+        check_show(runners)
+        check_branches(self.alternatives_expand, self.alternatives_branch_tokens)
+        return int(runners)
+
+    def _show_alternatives(self, engine: Engine, scores: TokenScores | None, runners: int) -> None:
+        if scores is None:
+            _show_notice(
+                f"{engine.name} returned no log-probabilities for this reply, so it has no alternatives to show.",
+                "warning",
+            )
+            return
+        from ..display.alternatives import AlternativesView
+
+        alternatives = reply_alternatives(
+            engine,
+            scores,
+            show=runners,
+            expand=self.alternatives_expand,
+            branch_tokens=self.alternatives_branch_tokens,
+        )
+        show(AlternativesView(alternatives))
 
     def _prepare_generation(
         self, args: Namespace, cell: str, magic: str, capability: type

@@ -23,6 +23,7 @@ from ...values import (
     Reply,
     Stats,
     TextCallback,
+    TokenScores,
 )
 from ..base import PredictsNext, PredictsTopNext, ScoresTokens, Tokenizes
 from .client import Server
@@ -41,6 +42,8 @@ class RemoteChatSession:
     def __init__(self, engine: RemoteEngine, conversation: Conversation | None = None) -> None:
         self.engine = engine
         self.conversation = conversation if conversation is not None else Conversation()
+        #: The last reply's scores (`KeepsScores`), from the server's log-probabilities if it sent any.
+        self.last_scores: TokenScores | None = None
 
     def __repr__(self) -> str:
         return f"<RemoteChatSession {self.engine.name}: {len(self.conversation.messages)} messages>"
@@ -93,10 +96,12 @@ class RemoteChatSession:
         reply = self.engine.stream_chat(prepared.messages, options, on_text=on_text)
         if not reply.empty:
             self.conversation.messages = [*prepared.messages, {"role": "assistant", "content": reply.text}]
+            self.last_scores = reply.scores
         return reply
 
     def replace(self, conversation: Conversation) -> None:
         self.conversation = conversation
+        self.last_scores = None
 
 
 class RemoteEngine:

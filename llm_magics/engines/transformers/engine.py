@@ -18,7 +18,15 @@ from ... import prompts
 from ...conversation import Conversation
 from ...errors import InvalidOption
 from ...prompts import context_length_of
-from ...values import EngineInfo, FinishReason, GenerationOptions, PreparedTurn, Reply, TextCallback
+from ...values import (
+    EngineInfo,
+    FinishReason,
+    GenerationOptions,
+    PreparedTurn,
+    Reply,
+    TextCallback,
+    TokenScores,
+)
 from . import decoding
 from .generation import generate
 from .scoring import token_probabilities
@@ -153,6 +161,8 @@ class TransformersChatSession:
         self.conversation = conversation or Conversation()
         self.cache: Any = None
         self.cached_ids: list[int] = []
+        #: The last reply's scores (`KeepsScores`), kept only in memory.
+        self.last_scores: TokenScores | None = None
 
     def __repr__(self) -> str:
         return f"<TransformersChatSession {self.engine.name!r}: {len(self.conversation.messages)} messages>"
@@ -163,6 +173,7 @@ class TransformersChatSession:
 
     def replace(self, conversation: Conversation) -> None:
         self.conversation = conversation
+        self.last_scores = None
         self.drop_cache()
 
     def prepare(self, message: str, *, max_new_tokens: int, system: str | None = None) -> PreparedTurn:
@@ -208,6 +219,7 @@ class TransformersChatSession:
         if reply.interrupted and not reply.token_ids:
             return reply
         self.conversation.messages = [*prepared.messages, {"role": "assistant", "content": reply.text}]
+        self.last_scores = reply.scores
         return reply
 
 

@@ -12,6 +12,11 @@ sees. Greedy replies are the same with and without it (tested in float32 on CPU)
 precision on a GPU, the different kernel shapes of a short suffix pass can in rare near-ties pick
 another token, as any change of batch shape can.
 
+With `options.keep_scores`, `generate` also asks transformers for its raw logits
+(`output_logits=True, return_dict_in_generate=True`: the same forward passes, the same tokens) and
+keeps each token's probability and its top runners-up (`scoring.scores_from_logits`); without it
+nothing is requested. An interrupted reply has none (`generate` returns nothing when interrupted).
+
 On CPU, generation keeps its cache in `decoding`'s buffers that grow in place, so a long
 conversation does not copy the whole cache at every token (`cpu_decoding` chooses).
 """
@@ -27,6 +32,7 @@ from typing import Any
 from ...errors import GenerationFailed
 from ...values import FinishReason, GenerationOptions, Reply, Stats, TextCallback
 from . import decoding
+from .scoring import scores_from_logits
 
 
 def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:
@@ -264,16 +270,19 @@ def generate(
         kwargs["pad_token_id"] = tokenizer.eos_token_id
     if options.seed is not None:
         torch.manual_seed(options.seed)
+    if options.keep_scores:
+        kwargs.update(output_logits=True, return_dict_in_generate=True)
 
     device = getattr(model, "device", "cpu")
     input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     stats = Stats(prompt_tokens=len(prompt_ids), reused_tokens=reused)
     started = clock()
     interrupted = False
+    output: Any = None
     try:
         # inference_mode, not generate's own no_grad: no autograd bookkeeping on any tensor.
         with torch.inference_mode(), decoding.fast_attention(model) if fast_attention else nullcontext():
-            model.generate(
+            output = model.generate(
                 input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
             )
     except KeyboardInterrupt:
@@ -301,6 +310,11 @@ def generate(
     if stop_strings:
         text = text.strip()
     reply = Reply(text=text, finish_reason=reason, stats=stats, token_ids=new_ids)
+    logits = getattr(output, "logits", None) if options.keep_scores else None
+    if logits is not None:
+        reply.scores = scores_from_logits(
+            logits, new_ids, options.keep_scores, options.temperature, prompt_ids
+        )
     if not keep_cache:
         return Generation(reply)
     # After an interrupt only the positions every layer holds are usable (see `_crop`).
