@@ -43,7 +43,8 @@ FALLBACKS: dict[str, dict[str, str]] = {
                  "force": "check_memory"},
     "llm_chat": {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
                  "top_k": "top_k", "repetition_penalty": "repetition_penalty", "seed": "seed",
-                 "no_stream": "stream", "system": "system_prompt"},
+                 "no_stream": "stream", "system": "system_prompt", "show": "alternatives_show"},
+    "llm_history": {"show": "alternatives_show"},
     "llm_complete": {"max_new_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
                      "top_k": "top_k", "repetition_penalty": "repetition_penalty", "seed": "seed",
                      "no_stream": "stream"},
@@ -59,7 +60,15 @@ FALLBACKS: dict[str, dict[str, str]] = {
 #: Traits that act on a magic without a flag of their own.
 ALSO_READS: dict[str, tuple[str, ...]] = {
     "llm_load": ("remote_connect_timeout", "remote_read_timeout"),
-    "llm_chat": ("stream_interval", "reuse_cache", "cpu_decoding"),
+    "llm_chat": (
+        "stream_interval",
+        "reuse_cache",
+        "cpu_decoding",
+        "alternatives_expand",
+        "alternatives_branch_tokens",
+    ),
+    "llm_history": ("alternatives_expand", "alternatives_branch_tokens"),
+    "llm_attention": ("attention_max_tokens",),
     "llm_complete": ("stream_interval", "reuse_cache", "cpu_decoding"),
 }
 

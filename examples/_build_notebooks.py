@@ -295,6 +295,12 @@ def tokenization_lesson() -> nbformat.NotebookNode:
             ),
             code("%llm_next --model smollm2-135m --lens --show 3 The capital of France is"),
             code("%llm_info smollm2-135m"),
+            md(
+                "A reply's alternatives: each token coloured by the probability the model gave it, "
+                "its runners-up in a tooltip, and for the least likely tokens what the reply would "
+                "have said had it taken another."
+            ),
+            code("%%llm_chat smollm2-135m --alternatives --new --max-new-tokens 12 --temperature 0\nName a colour."),
             code(
                 "import llm_magics\n\n"
                 "seen = llm_magics.attention('The cat sat on the mat', name='smollm2-135m')\n"

@@ -168,6 +168,8 @@ class FakeVllm:
     max_model_len: int = 96
     api_key: str | None = None
     mode: str = "ok"
+    #: Whether chat streams carry `logprobs.content` when asked (`logprobs`, `top_logprobs`).
+    chat_logprobs: bool = True
     stream_tokens: int = 40
     token_delay: float = 0.02
     first_delay: float = 0.0
@@ -386,9 +388,16 @@ class FakeVllm:
         def chunk(choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
             return {"id": "x", "object": kind, "created": 0, "model": self.model, "choices": choices} | extra
 
+        top_logprobs = int(body.get("top_logprobs") or 0) if chat and body.get("logprobs") else 0
+
         def piece(i: int) -> dict[str, Any]:
             text = f"t{i} "
-            return {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+            if not chat:
+                return {"index": 0, "text": text}
+            choice: dict[str, Any] = {"index": 0, "delta": {"content": text}}
+            if top_logprobs and self.chat_logprobs:
+                choice["logprobs"] = {"content": [chat_logprob(i, text, top_logprobs)]}
+            return choice
 
         try:
             if chat:
@@ -448,6 +457,18 @@ class FakeVllm:
         request.send_header("content-length", str(len(data)))
         request.end_headers()
         request.wfile.write(data)
+
+
+def chat_logprob(i: int, text: str, k: int) -> dict[str, Any]:
+    """Token i's entry in a chat stream's `logprobs.content`, as vLLM writes it: the token drawn
+    (log-probability -0.1·(i+1)) first among its `k` likeliest, then runners-up `r{j}` (each less
+    likely), every entry with its UTF-8 bytes."""
+    chosen = -0.1 * (i + 1)
+    top = [{"token": text, "logprob": chosen, "bytes": list(text.encode())}]
+    for j in range(1, k):
+        runner = f"r{j} "
+        top.append({"token": runner, "logprob": chosen - j, "bytes": list(runner.encode())})
+    return {"token": text, "logprob": chosen, "bytes": list(text.encode()), "top_logprobs": top}
 
 
 def exp(logprob: float) -> float:

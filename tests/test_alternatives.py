@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -168,12 +170,31 @@ def test_code_prints_lines_that_give_the_same_numbers(shell, tiny, capsys):
 
 
 def test_a_server_without_logprobs_shows_the_reply_and_one_line(shell, fake):
+    fake.chat_logprobs = False
     assert run(shell, f"%llm_load --endpoint {fake.url} --as remote")[0].success
     result, captured = chat(shell, "Hello", "--max-new-tokens 4 --alternatives")
     assert result.success and shell.user_ns["_llm_reply"]
     assert "returned no log-probabilities" in captured.outputs[-1].data["text/plain"]
     result, captured = run(shell, "%llm_history --alternatives")
     assert_one_line_error(result, captured, "NoAlternatives", "has no alternatives")
+
+
+def test_a_vllm_servers_logprobs_are_the_alternatives(shell, fake):
+    """vLLM streams each token's log-probability and its top K with the delta, when asked."""
+    assert run(shell, f"%llm_load --endpoint {fake.url} --as remote")[0].success
+    result, captured = chat(shell, "Hello", "--max-new-tokens 4 --alternatives --show 3")
+    assert result.success
+    sent = [body for path, body in fake.requests if path == "/v1/chat/completions"][-1]
+    # As many as vLLM gives by default (its --max-logprobs, 20): %llm_history --show may ask for more later.
+    assert (sent["logprobs"], sent["top_logprobs"]) == (True, 20)
+    scores = session(shell).last_scores
+    assert scores.tokens == ("t0 ", "t1 ", "t2 ", "t3 ")
+    assert scores.probabilities == pytest.approx([math.exp(-0.1 * (i + 1)) for i in range(4)])
+    assert scores.top_tokens[0][:3] == ("t0 ", "r1 ", "r2 ")
+    text = captured.outputs[-1].data["text/plain"]
+    assert "r1" in text and "returned no log-probabilities" not in text
+    result, captured = run(shell, "%llm_history --alternatives --show 2")
+    assert result.success and "r1" in captured.outputs[-1].data["text/plain"]
 
 
 def test_an_interrupt_keeps_the_partial_reply_and_no_alternatives(shell, tiny):

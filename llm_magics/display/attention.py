@@ -15,6 +15,8 @@ import numpy as np
 from ..inside.attention import Attention
 from .tokens import visible
 
+#: A grid of at most this many small heatmaps is shown open; a bigger one is folded (one click).
+GRID_OPEN_UP_TO = 64
 #: Small heatmaps pool the tokens into at most this many cells a side, so a 30 × 9 grid stays small.
 GRID_CELLS = 16
 _SMALL = 48  # pixels a side
@@ -151,19 +153,21 @@ class AttentionView:
     def html(self) -> str:
         a = self.attention
         parts = [
-            f'<div class="llm-att"><style>{_CSS}</style><div class="head">{html.escape(self.heading())}</div>'
+            f'<div class="llm-att"><style>{_CSS}</style><div class="head">{html.escape(self.heading())}</div>',
+            heatmap_svg(a, self.layer, self.head),
+            '<div class="note">Rows: each token (query); columns: the tokens it attends to (keys). '
+            "Darker is more attention; each row sums to 1. Hover a cell for its weight.</div>",
         ]
         if self.grid:
-            pooled = "" if len(a.ids) <= GRID_CELLS else f" (pooled to {GRID_CELLS} cells a side)"
+            pooled = "" if len(a.ids) <= GRID_CELLS else f", pooled to {GRID_CELLS} cells a side"
+            # A big model's grid is a tall picture: folded, so the chosen head stays in view.
+            fold = "" if a.layers * a.heads > GRID_OPEN_UP_TO else " open"
             parts.append(
-                f'<div class="note">Every layer and head{pooled}; the one drawn large is outlined.</div>'
+                f'<details{fold}><summary class="note">Every layer and head ({a.layers} layers × {a.heads} '
+                f"heads{pooled}; the one drawn above is outlined)</summary>{grid_html(a, self.layer, self.head)}"
+                "</details>"
             )
-            parts.append(grid_html(a, self.layer, self.head))
-        parts.append(heatmap_svg(a, self.layer, self.head))
-        parts.append(
-            '<div class="note">Rows: each token (query); columns: the tokens it attends to (keys). '
-            "Darker is more attention; each row sums to 1. Hover a cell for its weight.</div></div>"
-        )
+        parts.append("</div>")
         return "".join(parts)
 
     def text(self) -> str:

@@ -72,8 +72,10 @@ class InsideMagics(SessionMagics):
 
             %llm_attention The cat sat on the mat because it was tired
             %llm_attention --layer 3 --head 5 The cat sat on the mat
-            %llm_attention --live The cat sat on the mat     # sliders (needs ipywidgets)
-            %llm_attention --code Hello world                # and the transformers lines
+            # sliders (needs ipywidgets)
+            %llm_attention --live The cat sat on the mat
+            # and the transformers lines
+            %llm_attention --code Hello world
 
             %%llm_attention --layer -1
             A longer text, {variable} substituted from your namespace.

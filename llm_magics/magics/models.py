@@ -111,10 +111,12 @@ class ModelMagics(SessionMagics):
 
         Examples::
 
-            %llm_load                                   # the bundled SmolLM2-135M-Instruct
+            # the bundled SmolLM2-135M-Instruct
+            %llm_load
             %llm_load HuggingFaceTB/SmolLM2-360M-Instruct --quant 4bit
             %llm_load ./my-model --dtype bfloat16 --as mine
-            %llm_load meta-llama/Llama-3.2-1B --estimate   # memory table, no weights
+            # memory table, no weights
+            %llm_load meta-llama/Llama-3.2-1B --estimate
             %llm_load gpt2 --tokenizer-only
             %llm_load Qwen/Qwen2.5-1.5B-Instruct --endpoint http://10.0.0.5:8000/v1 --api-key-env CLASS_KEY
 

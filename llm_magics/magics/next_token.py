@@ -110,8 +110,10 @@ class NextTokenMagics(SessionMagics):
             %llm_next --chat What is the capital of France?
             %llm_next --steps 8 The capital of France is
             %llm_next --steps 8 --sample --temperature 1.2 --seed 0 Once upon a time
-            %llm_next --live Once upon a time      # sliders and buttons (needs ipywidgets)
-            %llm_next --lens --show 3 The capital of France is   # what each layer would say
+            # sliders and buttons (needs ipywidgets)
+            %llm_next --live Once upon a time
+            # what each layer would say
+            %llm_next --lens --show 3 The capital of France is
 
             %%llm_next --temperature 2
             A longer text, {variable} substituted from your namespace.

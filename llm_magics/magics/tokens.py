@@ -86,9 +86,12 @@ class TokenMagics(SessionMagics):
             %tokens --ids "  two leading spaces"
             %tokens --compare gpt2 Tokenizers differ: naïve café 日本語 🙂
             %tokens --probs Paris is the capital of France.
-            %tokens --chat                 # the conversation, through the chat template
-            %tokens --live                 # type and watch (needs ipywidgets)
-            %tokens --code Hello world     # and the AutoTokenizer code that gives the same ids
+            # the conversation, through the chat template
+            %tokens --chat
+            # type and watch (needs ipywidgets)
+            %tokens --live
+            # and the AutoTokenizer code that gives the same ids
+            %tokens --code Hello world
 
             %%tokens --max-tokens 500
             A longer text, {variable} substituted from your namespace.

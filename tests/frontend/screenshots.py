@@ -36,6 +36,10 @@ SHOTS: dict[str, list[tuple[str, str]]] = {
         ("next-steps.png", r"%llm_next --model smollm2-135m --steps 8 Once upon a time"),
         ("tokens-compare.png", r"%tokens --model smollm2-135m --compare tiny-bpe"),
         ("next-live.png", r"%llm_next --live --model smollm2-135m"),
+        ("attention.png", r"%llm_attention --model smollm2-135m --layer -1"),
+        ("lens.png", r"%llm_next --model smollm2-135m --lens"),
+        ("info.png", r"%llm_info smollm2-135m"),
+        ("alternatives.png", r"%%llm_chat smollm2-135m --alternatives"),
     ],
     "pipelines.ipynb": [
         ("pipe.png", r"%%llm_pipe question-answering"),

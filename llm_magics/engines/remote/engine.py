@@ -8,6 +8,7 @@ server applies the chat template), replies streamed over server-sent events.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,19 +22,54 @@ from ...values import (
     GenerationOptions,
     PreparedTurn,
     Reply,
+    ScoreSource,
     Stats,
     TextCallback,
     TokenScores,
 )
 from ..base import PredictsNext, PredictsTopNext, ScoresTokens, Tokenizes
 from .client import Server
-from .dialects import Dialect, dialect_for
+from .dialects import VLLM_DEFAULT_MAX_LOGPROBS, Dialect, dialect_for
 from .endpoint import Endpoint, Timeouts
 from .served import ServedModels, ServerKind, listing, read_models
 from .stream import Utf16Halves
 from .tokenizer import ServerTokenizer
 
 _FINISH = {"stop": None, "length": FinishReason.LENGTH, "abort": FinishReason.INTERRUPTED}
+
+
+class ServerScores:
+    """Collects the log-probabilities a server streams with a chat reply (OpenAI's
+    `choices[0].logprobs.content`: each token's text, log-probability and `top_logprobs`)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.logprobs: list[float] = []
+        self.tops: list[list[tuple[str, float]]] = []
+
+    def feed(self, choice: Any) -> None:
+        for entry in getattr(getattr(choice, "logprobs", None), "content", None) or []:
+            self.tokens.append(str(entry.token))
+            self.logprobs.append(float(entry.logprob))
+            top = getattr(entry, "top_logprobs", None) or []
+            self.tops.append([(str(t.token), float(t.logprob)) for t in top])
+
+    def token_scores(self) -> TokenScores | None:
+        """The reply's `TokenScores` (None when the server sent none): the server's raw
+        log-probabilities (vLLM's default `raw_logprobs`: before temperature and cuts, so at
+        temperature 1), its runners-up by text (no ids: they are the server's tokens)."""
+        if not self.tokens:
+            return None
+        return TokenScores(
+            ids=(),
+            probabilities=tuple(math.exp(lp) for lp in self.logprobs),
+            top_ids=(),
+            top_probabilities=tuple(tuple(math.exp(lp) for _, lp in top) for top in self.tops),
+            temperature=1.0,
+            tokens=tuple(self.tokens),
+            top_tokens=tuple(tuple(token for token, _ in top) for top in self.tops),
+            source=ScoreSource.LOGPROBS,
+        )
 
 
 class RemoteChatSession:
@@ -249,12 +285,20 @@ class RemoteEngine:
             stream_options={"include_usage": True},
             **self._sampling(options),
         )
-        return self._stream(
+        scores = ServerScores() if options.keep_scores and self.dialect.scores else None
+        if scores is not None:
+            # OpenAI's chat fields; vLLM streams each token's entry with its delta.
+            request.update(logprobs=True, top_logprobs=min(options.keep_scores, VLLM_DEFAULT_MAX_LOGPROBS))
+        reply = self._stream(
             lambda: self._server.client.chat.completions.create(**request),
             lambda choice: getattr(getattr(choice, "delta", None), "content", None),
             on_text,
             FinishReason.END_OF_TURN,
+            scores.feed if scores is not None else None,
         )
+        if scores is not None and not reply.interrupted:
+            reply.scores = scores.token_scores()
+        return reply
 
     def _sampling(self, options: GenerationOptions) -> dict[str, Any]:
         """The request's sampling fields. OpenAI's own are always sent; top-k and the repetition
@@ -277,9 +321,11 @@ class RemoteEngine:
         piece_of: Callable[[Any], str | None],
         on_text: TextCallback | None,
         eos_reason: FinishReason,
+        on_choice: Callable[[Any], None] | None = None,
     ) -> Reply:
         """Send the request, read the stream, and close it in every case (a break would leave the
-        server generating for nobody until the reply ended)."""
+        server generating for nobody until the reply ended). `on_choice` sees every streamed choice
+        (the log-probabilities that come with it)."""
         stats = Stats(prompt_tokens=0)
         clock = self.clock
         started = clock()
@@ -299,6 +345,8 @@ class RemoteEngine:
                             usage = chunk.usage
                         # Usage-only chunks have no choices at all.
                         for choice in getattr(chunk, "choices", None) or []:
+                            if on_choice is not None:
+                                on_choice(choice)
                             piece = halves.feed(piece_of(choice) or "")
                             if piece:
                                 if stats.time_to_first_token is None:
