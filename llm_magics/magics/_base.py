@@ -6,12 +6,34 @@ from argparse import Namespace
 from typing import Any
 
 from IPython.core.magic import Magics
-from IPython.core.magic_arguments import parse_argstring
+from IPython.core.magic_arguments import argument, parse_argstring
 from IPython.utils.process import arg_split
 
 from ..errors import InvalidOption
 from ..interpolate import interpolate
 from ..registry import ModelRegistry
+
+#: The flags that say how to load a model, shared by every magic that loads one (`%llm_load`,
+#: `%llm_pipe`): declared once, so they cannot drift apart.
+_LOADING_FLAGS = (
+    argument("--quant", default=None, help="none, 4bit (nf4 + double quantization) or 8bit (LLM.int8)."),
+    argument("--dtype", default=None, help="auto, float32, bfloat16 or float16."),
+    argument("--device-map", default=None, help='Passed to transformers, e.g. "auto", "cpu", "cuda:0".'),
+    argument("--revision", default=None, help="Hub branch, tag or commit."),
+    argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="Run code from the model repository (off by default).",
+    ),
+    argument("--force", action="store_true", help="Load even when the estimate says it will not fit."),
+)
+
+
+def loading_flags(magic: Any) -> Any:
+    """Decorator (among a magic's `@argument`s): add the loading flags."""
+    for flag in reversed(_LOADING_FLAGS):
+        magic = flag(magic)
+    return magic
 
 
 def show(obj: object) -> None:

@@ -21,7 +21,7 @@ from ..engines.transformers.source import resolve_source
 from ..errors import InvalidOption
 from ..registry import check_name, find_holders, is_name, memory_in_use
 from ..values import EngineInfo
-from ._base import SessionMagics, parse, show
+from ._base import SessionMagics, loading_flags, parse, show
 
 
 class ModelMagics(SessionMagics):
@@ -69,20 +69,11 @@ class ModelMagics(SessionMagics):
         default=None,
         help="Hub id, local folder, .gguf file or alias (default: smollm2-135m).",
     )
-    @argument("--quant", default=None, help="none, 4bit (nf4 + double quantization) or 8bit (LLM.int8).")
-    @argument("--dtype", default=None, help="auto, float32, bfloat16 or float16.")
-    @argument("--device-map", default=None, help='Passed to transformers, e.g. "auto", "cpu", "cuda:0".')
+    @loading_flags
     @argument(
         "--as", dest="name", default=None, help="Registry name (default: alias, or last part of id/folder)."
     )
-    @argument("--revision", default=None, help="Hub branch, tag or commit.")
-    @argument(
-        "--trust-remote-code",
-        action="store_true",
-        help="Run code from the model repository (off by default).",
-    )
     @argument("--estimate", action="store_true", help="Show the memory table for each mode; load nothing.")
-    @argument("--force", action="store_true", help="Load even when the estimate says it will not fit.")
     @argument("--reload", action="store_true", help="Load again even if NAME is already loaded.")
     @argument("--tokenizer-only", action="store_true", help="Load only the tokenizer (enough for %%tokens).")
     @argument(

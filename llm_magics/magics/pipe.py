@@ -21,7 +21,7 @@ from ..engines.transformers.loading import load_weights
 from ..engines.transformers.source import resolve_source
 from ..errors import HubUnreachable, InvalidOption, ModelLoadFailed
 from ..values import GenerationOptions
-from ._base import parse, show
+from ._base import loading_flags, parse, show
 from .chat import ChatMagics, check_variable_name
 from .models import ModelMagics
 
@@ -74,12 +74,7 @@ class PipeMagics(ModelMagics, ChatMagics):
     @argument("--top-p", type=float, metavar="P", help="Generating tasks: nucleus sampling mass.")
     @argument("--repetition-penalty", type=float, metavar="R", help="Generating tasks: 1 means none.")
     @argument("--seed", type=int, metavar="S", help="Seed for sampling.")
-    @argument("--quant", default=None, help="none, 4bit or 8bit, as for %%llm_load.")
-    @argument("--dtype", default=None, help="auto, float32, bfloat16 or float16, as for %%llm_load.")
-    @argument("--device-map", default=None, help="As for %%llm_load.")
-    @argument("--revision", default=None, help="Hub branch, tag or commit.")
-    @argument("--trust-remote-code", action="store_true", help="Run code from the model repository.")
-    @argument("--force", action="store_true", help="Load even when the estimate says it will not fit.")
+    @loading_flags
     @argument("--out", metavar="VAR", help="Also keep the raw output in VAR (it is always in _llm_pipe).")
     @argument("--code", action="store_true", help="Also show the plain transformers code for this cell.")
     @argument("--no-interpolate", action="store_true", help="Leave {name} references in the cell as written.")
