@@ -28,11 +28,14 @@ from .transformers import TransformersEngine
 
 @dataclass(frozen=True)
 class Task:
-    """A text task we can run and show. `needs` is the option it cannot do without."""
+    """A text task we can run and show. `needs` is the `%llm_pipe` option it cannot do without
+    (`example`: how to give it); `options` are the ones that belong to it alone."""
 
     name: str
     summary: str
     needs: str | None = None
+    example: str = ""
+    options: tuple[str, ...] = ()
 
 
 #: Text tasks, by transformers' canonical name, in the order the help lists them.
@@ -41,10 +44,22 @@ TASKS = {
     for task in (
         Task("text-classification", "a label and its score for each text (sentiment-analysis)"),
         Task("text-generation", "the text continued"),
-        Task("zero-shot-classification", "scores for labels you choose", needs="labels"),
+        Task(
+            "zero-shot-classification",
+            "scores for labels you choose",
+            needs="labels",
+            example='--labels "education, sports"',
+            options=("labels", "multi_label", "hypothesis_template"),
+        ),
         Task("fill-mask", "the likeliest words for the mask token"),
-        Task("token-classification", "named entities in the text (ner)"),
-        Task("question-answering", "the answer's span in a context", needs="context"),
+        Task("token-classification", "named entities in the text (ner)", options=("aggregation",)),
+        Task(
+            "question-answering",
+            "the answer's span in a context",
+            needs="context",
+            example='--context "the text that holds the answer"',
+            options=("context",),
+        ),
         Task("summarization", "a shorter text"),
         Task("translation", "the text in another language"),
     )

@@ -13,7 +13,7 @@ from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
 from ..engines import removed_tasks
 from ..engines.base import Engine
-from ..engines.pipeline import PipelineEngine, TextGenerationEngine
+from ..engines.pipeline import TASKS, PipelineEngine, TextGenerationEngine
 from ..engines.transformers import TransformersEngine
 from ..engines.transformers.config import load_config
 from ..engines.transformers.generation import generate_kwargs
@@ -182,27 +182,22 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _pipe_options(self, task: str, args: Namespace) -> dict[str, Any]:
         """The keyword arguments for the pipeline call; flags that do not apply are refused."""
         base = task.split("_")[0]
-        only = {
-            "labels": "zero-shot-classification",
-            "multi_label": "zero-shot-classification",
-            "hypothesis_template": "zero-shot-classification",
-            "context": "question-answering",
-            "aggregation": "token-classification",
-        }
-        for flag, owner in only.items():
-            if getattr(args, flag) not in (None, False) and base != owner:
-                raise InvalidOption(f"--{flag.replace('_', '-')} is for {owner}, not {task}.")
+        for owner in TASKS.values():
+            for flag in owner.options:
+                if getattr(args, flag) not in (None, False) and base != owner.name:
+                    raise InvalidOption(f"--{flag.replace('_', '-')} is for {owner.name}, not {task}.")
+        needs = TASKS[base].needs if base in TASKS else None
+        if needs is not None and not (getattr(args, needs) or "").strip():
+            raise InvalidOption(f"{base} needs --{needs}, e.g. {TASKS[base].example}.")
         if base not in _GENERATING and base != "question-answering":  # (a chat model answers by generating)
             for flag in _GENERATION_FLAGS:
                 if getattr(args, flag) is not None:
                     raise InvalidOption(f"--{flag.replace('_', '-')} is for generating tasks, not {task}.")
         options: dict[str, Any] = {}
         if base == "zero-shot-classification":
-            labels = [label.strip() for label in (args.labels or "").split(",") if label.strip()]
+            labels = [label.strip() for label in args.labels.split(",") if label.strip()]
             if not labels:
-                raise InvalidOption(
-                    'zero-shot-classification needs --labels, e.g. --labels "education, sports".'
-                )
+                raise InvalidOption(f"--labels {args.labels!r} names no label: {TASKS[base].example}.")
             options["candidate_labels"] = labels
             if args.multi_label:
                 options["multi_label"] = True
@@ -211,8 +206,6 @@ class PipeMagics(ModelMagics, ChatMagics):
                     raise InvalidOption("--hypothesis-template needs {} where the label goes.")
                 options["hypothesis_template"] = args.hypothesis_template
         if base == "question-answering":
-            if not (args.context or "").strip():
-                raise InvalidOption('question-answering needs --context "the text that holds the answer".')
             options["context"] = args.context
         if base == "token-classification":
             aggregation = (args.aggregation or "simple").lower()
