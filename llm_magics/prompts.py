@@ -8,6 +8,7 @@ Engine-independent, given a Hugging Face tokenizer: the in-process engine builds
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .conversation import Conversation, Message, with_system
@@ -109,6 +110,69 @@ def encode_messages(tokenizer: Any, messages: Sequence[Message]) -> list[int]:
     return list(tokenizer(render_plain(messages))["input_ids"])
 
 
+@dataclass(frozen=True)
+class Fitted:
+    """A turn's messages after the oldest turns that would not fit were dropped; `tokens` is the
+    prompt's length as counted (None where it could not be counted)."""
+
+    messages: list[Message]
+    dropped: int
+    tokens: int | None
+
+
+def fit_to_context(
+    history: Sequence[Message], message: str, *, budget: int, count: Callable[[list[Message]], int | None]
+) -> Fitted:
+    """The history and the new user `message`, dropping the fewest oldest turns so that the prompt
+    takes at most `budget` tokens as `count` counts them (None: it cannot tell, and the prompt is
+    taken to fit). A turn is a user message and the replies after it; a leading system message is
+    never dropped. When nothing fits, every turn is dropped and `tokens` says by how much it is
+    too long: the caller refuses it.
+
+    Every message takes at least one token, so turns starting more than `budget` messages from the
+    end can never be kept: a loaded history of thousands of messages costs what its tail costs.
+    Between there and the end, a binary search (dropping a turn never lengthens the prompt): a
+    server counting tokens with one request each gets log2(turns) requests.
+    """
+    head = list(history[:1]) if history and history[0]["role"] == "system" else []
+    turns = list(history[len(head) :])
+    new: Message = {"role": "user", "content": message}
+    # Where each turn starts, and the end: dropping k turns keeps turns[starts[k]:].
+    starts = [i for i, m in enumerate(turns) if i == 0 or m["role"] == "user"] + [len(turns)]
+    counted: dict[int, int | None] = {}
+
+    def candidate(dropped: int) -> list[Message]:
+        return [*head, *turns[starts[dropped] :], new]
+
+    def fits(dropped: int) -> bool:
+        if dropped not in counted:
+            counted[dropped] = count(candidate(dropped))
+        tokens = counted[dropped]
+        return tokens is None or tokens <= budget
+
+    most = len(starts) - 1
+    low = next((k for k, start in enumerate(starts) if len(turns) - start <= budget), most)
+    if fits(low) or low == most:
+        chosen = low
+    else:
+        high = most  # assumed to fit: if it does not, the caller refuses the message
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if fits(middle) else (middle, high)
+        chosen = high
+    fits(chosen)
+    return Fitted(candidate(chosen), chosen, counted[chosen])
+
+
+def too_long(tokens: int | None, budget: int, max_new_tokens: int, context_length: int) -> str:
+    """The one line for a message that fits in no case."""
+    return (
+        f"The message needs {tokens} prompt tokens, but only {budget} fit beside "
+        f"--max-new-tokens {max_new_tokens} in the {context_length}-token context: "
+        "shorten it or lower --max-new-tokens."
+    )
+
+
 def prepare_turn(
     tokenizer: Any,
     conversation: Conversation,
@@ -118,66 +182,36 @@ def prepare_turn(
     context_length: int | None,
     system: str | None = None,
 ) -> PreparedTurn:
-    """The next turn's messages and prompt ids, dropping the oldest turns if they would not fit.
-
-    `system` replaces the system message ("" removes it; None keeps it). A turn is a user message
-    and the replies after it; the system message is never dropped. Raises `InvalidOption` when
-    the new message alone does not fit beside `max_new_tokens`.
+    """The next turn's messages and prompt ids, dropping the oldest turns if they would not fit
+    (`fit_to_context`). `system` replaces the system message ("" removes it; None keeps it).
+    Raises `InvalidOption` when the new message alone does not fit beside `max_new_tokens`.
     """
     history = conversation.messages if system is None else with_system(conversation.messages, system)
-    head = history[:1] if history and history[0]["role"] == "system" else []
-    turns = history[len(head) :]
-    new = {"role": "user", "content": message}
     plain = not has_chat_template(tokenizer)
-
-    def prompt(dropped: int) -> tuple[list[Message], list[int]]:
-        messages = [*head, *turns[starts[dropped] :], new] if dropped < len(starts) else [*head, new]
-        return messages, encode_messages(tokenizer, messages)
-
-    starts = [i for i, m in enumerate(turns) if i == 0 or m["role"] == "user"]
     if context_length is None:
-        messages, ids = prompt(0)
-        return PreparedTurn(messages, ids, 0, plain_template=plain)
+        messages = [*history, {"role": "user", "content": message}]
+        return PreparedTurn(messages, encode_messages(tokenizer, messages), 0, plain_template=plain)
     budget = context_length - max_new_tokens
-    dropped = _fewest_dropped(starts, len(turns), budget, lambda k: len(prompt(k)[1]) <= budget)
-    messages, ids = prompt(dropped)
-    if len(ids) > budget:
-        raise InvalidOption(
-            f"The message needs {len(ids)} prompt tokens, but only {budget} fit beside "
-            f"--max-new-tokens {max_new_tokens} in the {context_length}-token context: "
-            "shorten it or lower --max-new-tokens."
-        )
-    return PreparedTurn(messages, ids, dropped, plain_template=plain)
-
-
-def _fewest_dropped(starts: list[int], n_messages: int, budget: int, fits: Callable[[int], bool]) -> int:
-    """The fewest oldest turns to drop so that the prompt fits (all of them when nothing fits).
-
-    Every message takes at least one token, so turns starting more than `budget` messages from
-    the end can never be kept: a loaded history of thousands of messages costs what its tail
-    costs. Between there and the end, a binary search: dropping a turn never lengthens the prompt.
-    """
-    low = next((k for k, start in enumerate(starts) if n_messages - start <= budget), len(starts))
-    if fits(low):
-        return low
-    high = len(starts)  # everything dropped: the caller reports a message that fits in no case
-    while high - low > 1:
-        middle = (low + high) // 2
-        if fits(middle):
-            high = middle
-        else:
-            low = middle
-    return high
+    fitted = fit_to_context(
+        history, message, budget=budget, count=lambda messages: len(encode_messages(tokenizer, messages))
+    )
+    if fitted.tokens is not None and fitted.tokens > budget:
+        raise InvalidOption(too_long(fitted.tokens, budget, max_new_tokens, context_length))
+    ids = encode_messages(tokenizer, fitted.messages)
+    return PreparedTurn(fitted.messages, ids, fitted.dropped, plain_template=plain)
 
 
 __all__ = [
+    "Fitted",
     "PLAIN_STOP",
     "PLAIN_TEMPLATE",
     "apply_chat_template",
     "chat_template_problem",
     "context_length_of",
     "encode_messages",
+    "fit_to_context",
     "has_chat_template",
     "prepare_turn",
     "render_plain",
+    "too_long",
 ]

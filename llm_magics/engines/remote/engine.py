@@ -15,6 +15,7 @@ from typing import Any
 
 from ...conversation import Conversation, Message, with_system
 from ...errors import ContextTooLong, ModelNotServed, RemoteError, ServerDisconnected
+from ...prompts import fit_to_context, too_long
 from ...values import (
     EngineInfo,
     EngineKind,
@@ -85,44 +86,19 @@ class RemoteChatSession:
         return f"<RemoteChatSession {self.engine.name}: {len(self.conversation.messages)} messages>"
 
     def prepare(self, message: str, *, max_new_tokens: int, system: str | None = None) -> PreparedTurn:
-        """The next turn's messages; the oldest turns are dropped when the server's context is known
-        and the prompt, counted by the server or the local tokenizer, would not fit."""
+        """The next turn's messages; the oldest turns are dropped (`prompts.fit_to_context`) when
+        the server's context is known and the prompt, counted by the server or the local tokenizer,
+        would not fit."""
         messages = self.conversation.messages
         history = messages if system is None else with_system(messages, system)
-        head = history[:1] if history and history[0]["role"] == "system" else []
-        turns = history[len(head) :]
-        new: Message = {"role": "user", "content": message}
         limit = self.engine.context_window()
         if limit is None:
-            return PreparedTurn([*head, *turns, new], dropped_turns=0)
+            return PreparedTurn([*history, {"role": "user", "content": message}], dropped_turns=0)
         budget = limit - max_new_tokens
-        # Where each turn starts (a user message), and the end: dropping k turns keeps turns[starts[k]:].
-        starts = [0, *(i for i, m in enumerate(turns) if i > 0 and m["role"] == "user"), len(turns)]
-
-        def candidate(dropped: int) -> list[Message]:
-            return [*head, *turns[starts[dropped] :], new]
-
-        def fits(dropped: int) -> tuple[bool, int | None]:
-            count = self.engine.count_chat_tokens(candidate(dropped))
-            return count is None or count <= budget, count
-
-        if fits(0)[0]:
-            return PreparedTurn(candidate(0), dropped_turns=0)
-        most = len(starts) - 1 if turns else 0
-        fitting, count = fits(most)
-        if not fitting:
-            raise ContextTooLong(
-                f"The message needs {count} prompt tokens, but only {budget} fit beside "
-                f"--max-new-tokens {max_new_tokens} in the {limit}-token context: "
-                "shorten it or lower --max-new-tokens."
-            )
-        # Fewer tokens the more turns are dropped: the fewest that fit, by binary search (one
-        # count each, so a long conversation costs log2(turns) counts, not one per dropped turn).
-        too_few, enough = 0, most
-        while enough - too_few > 1:
-            middle = (too_few + enough) // 2
-            too_few, enough = (too_few, middle) if fits(middle)[0] else (middle, enough)
-        return PreparedTurn(candidate(enough), dropped_turns=enough)
+        fitted = fit_to_context(history, message, budget=budget, count=self.engine.count_chat_tokens)
+        if fitted.tokens is not None and fitted.tokens > budget:
+            raise ContextTooLong(too_long(fitted.tokens, budget, max_new_tokens, limit))
+        return PreparedTurn(fitted.messages, dropped_turns=fitted.dropped)
 
     def respond(
         self, prepared: PreparedTurn, options: GenerationOptions, *, on_text: TextCallback | None = None
