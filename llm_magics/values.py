@@ -109,6 +109,17 @@ class GenerationOptions:
             )
 
 
+@dataclass(frozen=True)
+class EngineSettings:
+    """The session's settings an in-process engine runs with (`TakesSettings`), from the magics'
+    traits just before each call: how a model on CPU decodes, whether a conversation reuses its
+    key/value cache, and the clock its timings read."""
+
+    cpu_decoding: str
+    reuse_cache: bool
+    clock: Callable[[], float]
+
+
 @dataclass
 class Stats:
     """What the footer shows. `tokens_per_second` is the decoding rate, after the first token."""

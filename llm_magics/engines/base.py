@@ -30,6 +30,7 @@ from ..conversation import Conversation
 from ..errors import NotSupported
 from ..values import (
     EngineInfo,
+    EngineSettings,
     GenerationOptions,
     PreparedTurn,
     Reply,
@@ -89,6 +90,14 @@ class ChatSession(Protocol):
     def replace(self, conversation: Conversation) -> None:
         """Continue from another conversation (`%llm_history --load`, `%llm_reset`)."""
         ...
+
+
+@runtime_checkable
+class TakesSettings(Protocol):
+    """Engines that run with the session's settings (`EngineSettings`): the magics hand them over
+    just before each call, so a `%config` change acts on the next cell."""
+
+    def configure(self, settings: EngineSettings) -> None: ...
 
 
 @runtime_checkable
@@ -242,6 +251,7 @@ __all__ = [
     "ExplainsLimits",
     "HoldsModel",
     "KeepsScores",
+    "TakesSettings",
     "PredictsNext",
     "PredictsTopNext",
     "SamplesNext",

@@ -22,12 +22,12 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
 from ..display.pipe import CodeBlock
-from ..engines.base import Chats, Completes, Engine, KeepsScores, require
+from ..engines.base import Chats, Completes, Engine, KeepsScores, TakesSettings, require
 from ..engines.remote import RemoteEngine
 from ..engines.transformers import TransformersEngine, decoding
 from ..errors import GenerationInterrupted, InvalidOption, NoAlternatives
 from ..inside.alternatives import KEPT, check_branches, check_show, reply_alternatives
-from ..values import GenerationOptions, PreparedTurn, Reply, TokenScores
+from ..values import EngineSettings, GenerationOptions, PreparedTurn, Reply, TokenScores
 from ._base import SessionMagics, parse, show
 
 #: Names a reply must never be stored under: IPython's own, and every dunder and builtin.
@@ -422,11 +422,11 @@ class ChatMagics(SessionMagics):
         if args.out is not None:
             check_variable_name(args.out, "--out")
         engine = self._capable(args.name, magic, capability)
-        options = self._generation_options(args)
+        options = self.generation_options(args)
         options.validate(engine.context_window())
         return engine, options
 
-    def _generation_options(self, args: Namespace) -> GenerationOptions:
+    def generation_options(self, args: Namespace) -> GenerationOptions:
         """The generation flags, each falling back to its trait when left out."""
         return GenerationOptions(
             max_new_tokens=self._pick(args.max_new_tokens, self.max_new_tokens),
@@ -440,15 +440,14 @@ class ChatMagics(SessionMagics):
     def _capable(self, name: str | None, magic: str, capability: type) -> Any:
         """The named engine, configured to run now, if it has `capability`; else one line saying why not."""
         engine = require(self.registry.get(name), capability, magic)
-        self._configure(engine)
+        self.configure_engine(engine)
         return engine
 
-    def _configure(self, engine: Engine) -> None:
-        """Hand the session's settings (traits) to the engine, just before it runs."""
-        if isinstance(engine, TransformersEngine):
-            engine.cpu_decoding = self.cpu_decoding
-            engine.reuse_cache = self.reuse_cache
-            engine.clock = self.clock
+    def configure_engine(self, engine: Engine) -> None:
+        """Hand the session's settings (traits) to the engine, just before it runs (shared by the
+        magics that run a model: chat, completion, pipelines)."""
+        if isinstance(engine, TakesSettings):
+            engine.configure(EngineSettings(self.cpu_decoding, self.reuse_cache, self.clock))
 
     def _chat_engine(self, name: str | None, magic: str) -> Any:
         return require(self.registry.get(name), Chats, magic)

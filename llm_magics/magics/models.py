@@ -125,7 +125,7 @@ class ModelMagics(SessionMagics):
         if args.api_key_env or args.tokenizer:
             raise InvalidOption("--api-key-env and --tokenizer go with --endpoint URL.")
         source = resolve_source(args.model, tokenizer_only=args.tokenizer_only)
-        plan = self._plan(source, args, revision=args.revision, tokenizer_only=args.tokenizer_only)
+        plan = self.plan_from_flags(source, args, revision=args.revision, tokenizer_only=args.tokenizer_only)
         if args.code:
             from ..code import load_code
 
@@ -169,7 +169,7 @@ class ModelMagics(SessionMagics):
         self.registry.add(engine)
         status.replace_with(ModelCard(engine.describe()))
 
-    def _plan(
+    def plan_from_flags(
         self, source: Any, args: Namespace, *, revision: str | None, tokenizer_only: bool = False
     ) -> Any:
         """The load plan for `source` from the loading flags, each falling back to its trait."""

@@ -229,7 +229,7 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _generate_options(self, args: Namespace) -> dict[str, Any]:
         """`generate()` keyword arguments from the flags and the chat traits, and the seed if any."""
 
-        generation_options = self._generation_options(args)
+        generation_options = self.generation_options(args)
         generation_options.validate()
         options = generate_kwargs(generation_options)
         if generation_options.seed is not None:
@@ -294,7 +294,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             default = tasks.default_model(task)
             model, revision = default[0], revision or default[1]
         source = resolve_source(model)
-        plan = self._plan(source, args, revision=revision)
+        plan = self.plan_from_flags(source, args, revision=revision)
         for engine in self.registry:
             known = _plan_of(engine)
             if (
@@ -452,7 +452,7 @@ class PipeMagics(ModelMagics, ChatMagics):
         # model loaded for summarization, now translating): a pipeline over the same objects.
         assert isinstance(engine, (tasks.PipelineEngine, TransformersEngine))
         if isinstance(engine, TransformersEngine):
-            self._configure(engine)
+            self.configure_engine(engine)
         return tasks.run_pipeline(
             tasks.make_pipeline(name, engine.model, engine.tokenizer), inputs, dict(options)
         )

@@ -20,6 +20,7 @@ from ...errors import InvalidOption
 from ...prompts import context_length_of
 from ...values import (
     EngineInfo,
+    EngineSettings,
     FinishReason,
     GenerationOptions,
     PreparedTurn,
@@ -119,6 +120,13 @@ class TransformersEngine(TokenizerEngine):
             clock=self.clock,
             cpu_decoding=self.cpu_decoding,
         ).reply
+
+    # -- TakesSettings ---------------------------------------------------------------------------
+
+    def configure(self, settings: EngineSettings) -> None:
+        self.cpu_decoding = settings.cpu_decoding
+        self.reuse_cache = settings.reuse_cache
+        self.clock = settings.clock
 
     # -- ScoresTokens, PredictsNext -------------------------------------------------------------
 
