@@ -14,6 +14,7 @@ import numpy as np
 
 from ..inside.attention import Attention
 from .tokens import visible
+from .widgets import widget_bundle
 
 #: A grid of at most this many small heatmaps is shown open; a bigger one is folded (one click).
 GRID_OPEN_UP_TO = 64
@@ -226,15 +227,7 @@ class AttentionExplorer:
         self.output.value = self.current.heatmap_html()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {
-            "application/vnd.jupyter.widget-view+json": {
-                "version_major": 2,
-                "version_minor": 0,
-                "model_id": self.widget.model_id,
-            },
-            "text/html": self.view.html(),
-            "text/plain": self.view.text(),
-        }
+        return widget_bundle(self.widget, self.view, "attention explorer")
 
 
 __all__ = ["AttentionExplorer", "AttentionView", "grid_html", "heatmap_svg"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..next_token import Candidate, Cut, NextToken, PartialSampling, Sampling, Step, Steps
 from .tokens import _marked_html, visible
+from .widgets import widget_bundle
 
 _CSS = """
 .llm-next{font-family:ui-sans-serif,system-ui,sans-serif;font-size:13px;line-height:1.35;max-width:900px}
@@ -486,19 +487,7 @@ class NextTokenExplorer:
         self.output.value = self.view.html()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        bundle: dict[str, Any] = {
-            "application/vnd.jupyter.widget-view+json": {
-                "version_major": 2,
-                "version_minor": 0,
-                "model_id": self.widget.model_id,
-            }
-        }
-        if self.view is not None:
-            bundle["text/html"] = self.view.html()
-            bundle["text/plain"] = self.view.text()
-        else:
-            bundle["text/plain"] = "next-token explorer"
-        return bundle
+        return widget_bundle(self.widget, self.view, "next-token explorer")
 
 
 __all__ = ["NextTokenExplorer", "NextTokenView", "StepsView", "token_html", "token_text"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..tokens import Tokenization, TokenSpan
 from ..values import TokenProbs
+from .widgets import widget_bundle
 
 _CSS = """
 .llm-tok{font-family:ui-sans-serif,system-ui,sans-serif;font-size:13px;line-height:1.3}
@@ -428,15 +429,7 @@ class TokenExplorer:
         self.view = self._refresh()
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return {
-            "application/vnd.jupyter.widget-view+json": {
-                "version_major": 2,
-                "version_minor": 0,
-                "model_id": self.widget.model_id,
-            },
-            "text/html": self.view.html(),
-            "text/plain": self.view.text(),
-        }
+        return widget_bundle(self.widget, self.view, "token explorer")
 
 
 __all__ = ["TokenExplorer", "TokenView", "visible"]
