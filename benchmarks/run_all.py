@@ -9,7 +9,15 @@ from __future__ import annotations
 import sys
 import time
 
-from benchmarks import bench_chat, bench_load, bench_memory, bench_peers, bench_tokens, gpu_check
+from benchmarks import (
+    bench_chat,
+    bench_inside,
+    bench_load,
+    bench_memory,
+    bench_peers,
+    bench_tokens,
+    gpu_check,
+)
 from benchmarks.common import RESULTS, ROOT, Section, write_results
 
 
@@ -41,6 +49,7 @@ def main(argv: list[str]) -> None:
         lambda: [bench_load.run()],
         lambda: [bench_memory.run()],
         lambda: [bench_tokens.run()],
+        lambda: [bench_inside.run()],
     ):
         for section in bench():
             section.print()
