@@ -155,18 +155,11 @@ def reply_alternatives(
 ) -> Any:
     """The last reply's alternatives (asked with `%%llm_chat --alternatives`): an
     `llm_magics.inside.alternatives.ReplyAlternatives` (`.positions`, `.probabilities` as an array)."""
-    from .engines.base import Chats, KeepsScores
-    from .errors import NoAlternatives
+    from .inside.alternatives import last_scores
     from .inside.alternatives import reply_alternatives as alternatives
 
     engine = _current_engine(name)
-    session = engine.session if isinstance(engine, Chats) else None
-    scores = session.last_scores if isinstance(session, KeepsScores) else None
-    if scores is None:
-        raise NoAlternatives(
-            f"The last reply of {engine.name} has no alternatives: ask with %%llm_chat --alternatives."
-        )
-    return alternatives(engine, scores, show=show, expand=expand, branch_tokens=branch_tokens)
+    return alternatives(engine, last_scores(engine), show=show, expand=expand, branch_tokens=branch_tokens)
 
 
 def tokenize(text: str, name: str | None = None) -> list[Any]:

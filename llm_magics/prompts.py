@@ -173,6 +173,14 @@ def too_long(tokens: int | None, budget: int, max_new_tokens: int, context_lengt
     )
 
 
+def encode_text(tokenizer: Any, text: str, *, chat: bool = False) -> list[int]:
+    """`text` as the model reads it: `tokenizer(text)`, or with `chat` the one user message through
+    the chat template with the generation prompt (as `%%llm_chat` sends it)."""
+    if chat:
+        return encode_messages(tokenizer, [{"role": "user", "content": text}])
+    return list(tokenizer(text)["input_ids"])
+
+
 def prepare_turn(
     tokenizer: Any,
     conversation: Conversation,
@@ -209,6 +217,7 @@ __all__ = [
     "chat_template_problem",
     "context_length_of",
     "encode_messages",
+    "encode_text",
     "fit_to_context",
     "has_chat_template",
     "prepare_turn",

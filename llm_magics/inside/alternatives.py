@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..engines.base import HoldsModel
-from ..errors import InvalidOption
+from ..engines.base import Chats, HoldsModel, KeepsScores
+from ..errors import InvalidOption, NoAlternatives
 from ..values import MAX_KEPT_SCORES, ScoreSource, TokenScores
 
 #: The most runners-up `--show` lists per token; one more than this is kept per token, since the
@@ -94,6 +94,18 @@ class ReplyAlternatives:
     @property
     def expanded(self) -> tuple[Position, ...]:
         return tuple(p for p in self.positions if p.branches)
+
+
+def last_scores(engine: Any) -> TokenScores:
+    """The scores of `engine`'s last reply (`KeepsScores`), or `NoAlternatives` in one line."""
+    session = engine.session if isinstance(engine, Chats) else None
+    scores = session.last_scores if isinstance(session, KeepsScores) else None
+    if scores is None:
+        raise NoAlternatives(
+            f"The last reply of {engine.name} has no alternatives: ask with %%llm_chat --alternatives "
+            "(they are not kept by --save, --load or %llm_reset)."
+        )
+    return scores
 
 
 def check_show(show: int, flag: str = "--show") -> None:
@@ -234,5 +246,6 @@ __all__ = [
     "ReplyAlternatives",
     "check_show",
     "continue_greedily",
+    "last_scores",
     "reply_alternatives",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 from ..conversation import check_text
 from ..engines.base import HoldsModel, cannot
 from ..errors import InvalidOption
-from ..prompts import encode_messages
+from ..prompts import encode_text
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,7 @@ def prompt(tokenizer: Any, text: str, *, chat: bool = False, magic: str = "this 
     if not text:
         raise InvalidOption(f"Nothing to look at: give TEXT after {magic}, or put it in the cell.")
     check_text(text)
-    if chat:
-        ids = encode_messages(tokenizer, [{"role": "user", "content": text}])
-    else:
-        ids = list(tokenizer(text)["input_ids"])
+    ids = encode_text(tokenizer, text, chat=chat)
     if not ids:
         raise InvalidOption("The text encodes to no tokens at all.")
     return Prompt(tuple(int(i) for i in ids), tuple(labels(tokenizer, ids)))

@@ -22,11 +22,11 @@ from traitlets import Bool, Enum, Float, Int, Unicode
 from ..conversation import Conversation, check_text
 from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
 from ..display.pipe import CodeBlock
-from ..engines.base import Chats, Completes, Engine, KeepsScores, TakesSettings, require
+from ..engines.base import Chats, Completes, Engine, TakesSettings, require
 from ..engines.remote import RemoteEngine
 from ..engines.transformers import TransformersEngine, decoding
-from ..errors import GenerationInterrupted, InvalidOption, NoAlternatives
-from ..inside.alternatives import KEPT, check_branches, check_show, reply_alternatives
+from ..errors import GenerationInterrupted, InvalidOption
+from ..inside.alternatives import KEPT, check_branches, check_show, last_scores, reply_alternatives
 from ..values import EngineSettings, GenerationOptions, PreparedTurn, Reply, TokenScores
 from ._base import SessionMagics, parse, show
 
@@ -335,14 +335,7 @@ class ChatMagics(SessionMagics):
                     "--alternatives shows the last reply; use it without --save, --load or --json."
                 )
             engine = self._chat_engine(args.name, "%llm_history --alternatives")
-            session = engine.session
-            scores = session.last_scores if isinstance(session, KeepsScores) else None
-            if scores is None:
-                raise NoAlternatives(
-                    f"The last reply of {engine.name} has no alternatives: ask with %%llm_chat --alternatives "
-                    "(they are not kept by --save, --load or %llm_reset)."
-                )
-            self._show_alternatives(engine, scores, runners)
+            self._show_alternatives(engine, last_scores(engine), runners)
             return
         if args.save is not None and args.load is not None:
             raise InvalidOption("Use --save or --load, not both.")

@@ -8,7 +8,7 @@ from typing import Any
 from ..conversation import check_text
 from ..engines.base import PredictsNext, PredictsTopNext, Tokenizes, cannot
 from ..errors import InvalidOption
-from ..prompts import encode_messages, has_chat_template
+from ..prompts import encode_text, has_chat_template
 from ..values import SampledNext, TopLogprobs
 from .results import Sampling
 
@@ -29,10 +29,7 @@ def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False) -> tuple[list[i
     if not text:
         raise InvalidOption("Nothing to continue: give TEXT after %llm_next, or put it in a %%llm_next cell.")
     check_text(text)
-    if chat:
-        ids = encode_messages(tokenizer, [{"role": "user", "content": text}])
-    else:
-        ids = list(tokenizer(text)["input_ids"])
+    ids = encode_text(tokenizer, text, chat=chat)
     if not ids:
         raise InvalidOption("The text encodes to no tokens at all, so there is nothing to continue.")
     return ids, decode(tokenizer, ids)
