@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from llm_magics.display.architecture import ArchitectureView
-from llm_magics.inside.architecture import Quantization, describe_model
+from llm_magics.engines.transformers.plan import Quantization
+from llm_magics.inside.architecture import describe_model
 from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 from tests.test_code import execute, printed_code
 from tests.test_next_token import TinyEngine, TokenizerOnly
@@ -47,7 +48,7 @@ def test_quantized_layers_are_marked_by_class_name():
             self.config = None
 
     root = describe_model_tree(Net())
-    assert root.quantization is Quantization.INT4 and root.parameters == 32
+    assert root.quantization is Quantization.FOUR_BIT and root.parameters == 32
 
 
 def describe_model_tree(module):

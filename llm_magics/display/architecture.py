@@ -7,7 +7,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ..inside.architecture import Architecture, Block, Quantization
+from ..engines.transformers.plan import Quantization
+from ..inside.architecture import Architecture, Block
 
 _CSS = """
 .llm-info{font-family:ui-sans-serif,system-ui,sans-serif;font-size:13px;line-height:1.4}
@@ -54,7 +55,13 @@ def _name(block: Block) -> str:
     return (block.name or "model") + (f" × {block.repeat}" if block.repeat > 1 else "")
 
 
-def _block_html(block: Block, open_: bool) -> str:
+#: Levels of the tree shown open: the model and its body (embeddings, the layers, the norm);
+#: a layer's inside is one click away.
+OPEN_LEVELS = 2
+
+
+def _block_html(block: Block, open_levels: int) -> str:
+    """A block and its children, folded below `open_levels` levels."""
     quant = (
         f' <span class="q">{html.escape(block.quantization.value)}</span>'
         if block.quantization is not Quantization.NONE and not block.children
@@ -67,8 +74,8 @@ def _block_html(block: Block, open_: bool) -> str:
     )
     if not block.children:
         return f'<div class="leaf">{summary}</div>'
-    inner = "".join(_block_html(child, False) for child in block.children)
-    return f"<details{' open' if open_ else ''}><summary>{summary}</summary>{inner}</details>"
+    inner = "".join(_block_html(child, open_levels - 1) for child in block.children)
+    return f"<details{' open' if open_levels > 0 else ''}><summary>{summary}</summary>{inner}</details>"
 
 
 def _shape_line(arch: Architecture) -> str:
@@ -97,7 +104,7 @@ class ArchitectureView:
         return (
             f'<div class="llm-info"><style>{_CSS}</style><div class="head">{html.escape(self.heading())}</div>'
             f'<div class="shape">{html.escape(_shape_line(self.arch))}</div>'
-            f"{_block_html(self.arch.root, True)}</div>"
+            f"{_block_html(self.arch.root, OPEN_LEVELS)}</div>"
         )
 
     def text(self) -> str:

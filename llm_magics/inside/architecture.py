@@ -9,21 +9,13 @@ so bitsandbytes is never imported here; nor is torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
+from ..engines.transformers.plan import Quantization
 from .common import held_model
 
-
-class Quantization(str, Enum):
-    """How a block's weights are stored; the value is what the views say."""
-
-    NONE = "none"
-    INT4 = "4-bit"
-    INT8 = "8-bit"
-
-
-_QUANTIZED = {"Linear4bit": Quantization.INT4, "Linear8bitLt": Quantization.INT8}
+#: bitsandbytes' layer classes, by name (bitsandbytes need not be installed to describe a model).
+_QUANTIZED = {"Linear4bit": Quantization.FOUR_BIT, "Linear8bitLt": Quantization.EIGHT_BIT}
 
 
 @dataclass(frozen=True)
@@ -219,7 +211,6 @@ def architecture_code(load: str) -> str:
 __all__ = [
     "Architecture",
     "Block",
-    "Quantization",
     "Shape",
     "architecture",
     "architecture_code",
