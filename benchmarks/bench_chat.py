@@ -75,7 +75,7 @@ class Turn:
     recorder: RecordingPublisher | None = None
 
 
-def _magic_turn(shell, message: str, options: str) -> Turn:
+def magic_turn(shell, message: str, options: str) -> Turn:
     """One `%%llm_chat` cell, timed from outside; the decoding rate is the footer's."""
     recorder = RecordingPublisher()
     saved = shell.display_pub
@@ -93,7 +93,7 @@ def _magic_turn(shell, message: str, options: str) -> Turn:
     )
 
 
-def _bare_turn(model, tokenizer, messages, max_new_tokens: int) -> Turn:
+def bare_turn(model, tokenizer, messages, max_new_tokens: int) -> Turn:
     """The tutorial's five lines: template, generate greedily, decode."""
     import torch
 
@@ -128,12 +128,12 @@ def overhead(shell) -> Section:
     def magic(mode: str):
         _set_cpu_decoding(shell, mode)
         try:
-            return _magic_turn(shell, PROMPT, options)
+            return magic_turn(shell, PROMPT, options)
         finally:
             _set_cpu_decoding(shell, "exact")
 
     paths = {
-        "bare": lambda: _bare_turn(model, tokenizer, messages, NEW_TOKENS),
+        "bare": lambda: bare_turn(model, tokenizer, messages, NEW_TOKENS),
         "magic": lambda: magic("exact"),
         "magic, transformers' defaults": lambda: magic("transformers"),
     }
@@ -216,7 +216,7 @@ def overhead(shell) -> Section:
     return section
 
 
-def _user_message(turn: int) -> str:
+def user_message(turn: int) -> str:
     # About 70 tokens each; with the template and a short reply a turn adds about 100.
     return (
         f"Turn {turn}. Here is a note about my day: I walked by the river, counted {turn * 3} ducks, "
@@ -273,7 +273,7 @@ def multi_turn(shell) -> Section:
             shell.run_line_magic("llm_reset", "")
             replies[label] = []
             for number in range(1, max(TURNS) + 1):
-                turn = _magic_turn(shell, _user_message(number), "--temperature 0 --max-new-tokens 50")
+                turn = magic_turn(shell, user_message(number), "--temperature 0 --max-new-tokens 50")
                 replies[label].append(shell.user_ns["_llm_reply"])
                 if number in TURNS:
                     first[number].append(turn.ttft)
@@ -292,8 +292,8 @@ def multi_turn(shell) -> Section:
     history: list[dict[str, str]] = []
     ttft[bare], rate[bare] = {}, {}
     for number in range(1, max(TURNS) + 1):
-        history.append({"role": "user", "content": _user_message(number)})
-        turn = _bare_turn(model, tokenizer, history, 50)
+        history.append({"role": "user", "content": user_message(number)})
+        turn = bare_turn(model, tokenizer, history, 50)
         history.append(
             {"role": "assistant", "content": tokenizer.decode(turn.new_ids, skip_special_tokens=True).strip()}
         )
@@ -365,7 +365,7 @@ def multi_turn(shell) -> Section:
 def front_end_cost(shell, tiny_model_folder: str) -> Section:
     """Goal 6: display updates and bytes for a 1,000-token streamed reply (tiny random model)."""
     shell.run_line_magic("llm_load", f"{tiny_model_folder} --as tiny-1000")
-    turn = _magic_turn(shell, "Go on forever.", "tiny-1000 --temperature 0 --max-new-tokens 1000")
+    turn = magic_turn(shell, "Go on forever.", "tiny-1000 --temperature 0 --max-new-tokens 1000")
     total, recorder = turn.seconds, turn.recorder
     assert recorder is not None
     reply_tokens = len(
@@ -423,7 +423,7 @@ def _stream_reply(tokenizer: Any, ids: list[int], *, whole_decode: bool) -> tupl
     from llm_magics.engines.transformers import generation
 
     counting = _CountingTokenizer(tokenizer)
-    streamer = generation._Streamer(counting, lambda text: None, [], time.perf_counter)
+    streamer = generation.Streamer(counting, lambda text: None, [], time.perf_counter)
     if whole_decode:
         streamer._settle = lambda: setattr(streamer, "_streamed", streamer.text())  # type: ignore[method-assign]
     streamer.put(torch.tensor([[0]]))

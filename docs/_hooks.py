@@ -36,7 +36,7 @@ ORDER = (
 )
 
 #: Which trait a flag falls back to when it is left out, per magic (read from the magics' code:
-#: `self._pick(args.x, self.x)`, `args.x or self.default_x` ...). A name that is not a flag or
+#: `pick(args.x, settings.x)` in magics/settings.py ...). A name that is not a flag or
 #: not a trait stops the build, so a rename cannot leave a wrong row behind.
 FALLBACKS: dict[str, dict[str, str]] = {
     "llm_load": {"quant": "default_quant", "dtype": "default_dtype", "device_map": "default_device_map",

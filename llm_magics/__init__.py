@@ -12,8 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from . import next_token
+from .engines.base import Engine, HoldsModel, Tokenizes
+from .engines.transformers.hardware import Hardware, choose_compute_dtype, detect_hardware
+from .engines.transformers.loading import load_model
+from .engines.transformers.memory import estimate_memory
+from .engines.transformers.plan import plan_load
+from .engines.transformers.source import resolve_source
+from .errors import NotLoaded
+from .inside import alternatives as inside_alternatives
+from .inside import architecture as inside_architecture
+from .tokens import tokenize_text
+
 if TYPE_CHECKING:
-    from .engines.base import Engine
     from .magics import LlmMagics
 
 
@@ -50,9 +61,7 @@ def _session_magics(ipython: Any) -> LlmMagics | None:
 
 
 def _current_engine(name: str | None) -> Engine:
-    from IPython import get_ipython
-
-    from .errors import NotLoaded
+    from IPython import get_ipython  # the Python API imports without a shell
 
     shell = get_ipython()
     magics = _session_magics(shell) if shell is not None else None
@@ -66,9 +75,6 @@ def get_model(name: str | None = None) -> tuple[Any, Any]:
 
     A tokenizer-only load gives `(None, tokenizer)`.
     """
-    from .engines.base import HoldsModel, Tokenizes
-    from .errors import NotLoaded
-
     engine = _current_engine(name)
     if isinstance(engine, HoldsModel):
         return engine.model, engine.tokenizer
@@ -86,9 +92,7 @@ def get_entry(name: str | None = None) -> Engine:
 
 def next_token_distribution(text: str, name: str | None = None, **options: Any) -> Any:
     """The numbers %llm_next draws (temperature, top_k, top_p, show, chat): see `llm_magics.next_token`."""
-    from .next_token import next_token_distribution as distribution
-
-    return distribution(_current_engine(name), text, **options)
+    return next_token.next_token_distribution(_current_engine(name), text, **options)
 
 
 def estimate(model: str | None = None, **plan_options: Any) -> Any:
@@ -97,10 +101,6 @@ def estimate(model: str | None = None, **plan_options: Any) -> Any:
     `plan_options` are `plan_load`'s: quantization ("none", "4bit", "8bit"), dtype, revision,
     trust_remote_code. Only the config is read: no weights.
     """
-    from .engines.transformers.memory import estimate_memory
-    from .engines.transformers.plan import plan_load
-    from .engines.transformers.source import resolve_source
-
     return estimate_memory(plan_load(resolve_source(model), **plan_options))
 
 
@@ -111,10 +111,6 @@ def load(model: str | None = None, *, check_memory: bool = True, **plan_options:
     `plan_options` are `plan_load`'s: quantization ("none", "4bit", "8bit"), dtype, device_map,
     revision, trust_remote_code, name.
     """
-    from .engines.transformers.loading import load_model
-    from .engines.transformers.plan import plan_load
-    from .engines.transformers.source import resolve_source
-
     return load_model(plan_load(resolve_source(model), **plan_options), check_memory=check_memory)
 
 
@@ -123,8 +119,6 @@ def compute_dtype(
 ) -> tuple[str, str]:
     """The dtype llm_magics computes in, and why: on this machine by default, or on the device
     described (`compute_dtype("cuda", (7, 5))` is Colab's T4)."""
-    from .engines.transformers.hardware import Hardware, choose_compute_dtype, detect_hardware
-
     hardware = detect_hardware() if device is None else Hardware(device, cuda_capability=cuda_capability)
     return choose_compute_dtype(hardware)
 
@@ -145,9 +139,7 @@ def logit_lens(text: str, name: str | None = None, *, show: int = 5, chat: bool 
 
 def architecture(name: str | None = None) -> Any:
     """The module tree and config shape %llm_info shows: see `llm_magics.inside.architecture`."""
-    from .inside.architecture import architecture as describe
-
-    return describe(_current_engine(name))
+    return inside_architecture.architecture(_current_engine(name))
 
 
 def reply_alternatives(
@@ -155,19 +147,14 @@ def reply_alternatives(
 ) -> Any:
     """The last reply's alternatives (asked with `%%llm_chat --alternatives`): an
     `llm_magics.inside.alternatives.ReplyAlternatives` (`.positions`, `.probabilities` as an array)."""
-    from .inside.alternatives import last_scores
-    from .inside.alternatives import reply_alternatives as alternatives
-
     engine = _current_engine(name)
-    return alternatives(engine, last_scores(engine), show=show, expand=expand, branch_tokens=branch_tokens)
+    return inside_alternatives.reply_alternatives(
+        engine, inside_alternatives.last_scores(engine), show=show, expand=expand, branch_tokens=branch_tokens
+    )
 
 
 def tokenize(text: str, name: str | None = None) -> list[Any]:
     """Token spans (id, token string, start, end, is_special) of `text` under a loaded tokenizer."""
-    from .engines.base import Tokenizes
-    from .errors import NotLoaded
-    from .tokens import tokenize_text
-
     engine = _current_engine(name)
     if not isinstance(engine, Tokenizes):
         raise NotLoaded(f"{engine.name!r} has no tokenizer here.")

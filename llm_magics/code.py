@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from .conversation import Message
+from .engines.pipeline import removed_tasks
+from .engines.transformers.generation import generate_kwargs
 from .engines.transformers.quantization import COMPUTE_DTYPE_KEY, bitsandbytes_settings
 from .engines.transformers.source import SourceKind
+from .prompts import PLAIN_STOP, render_plain
 from .values import GenerationOptions
 
 
@@ -30,8 +33,6 @@ def _kwargs(pairs: Sequence[tuple[str, str]], indent: str = "") -> str:
 
 
 def _generate_pairs(options: GenerationOptions) -> list[tuple[str, str]]:
-    from .engines.transformers.generation import generate_kwargs
-
     return [(name, repr(value)) for name, value in generate_kwargs(options).items()]
 
 
@@ -119,8 +120,6 @@ def chat_code(
     fallback: str = "MODEL",
 ) -> str:
     """`%%llm_chat`: the conversation through the chat template, streamed with `TextStreamer`."""
-    from .prompts import PLAIN_STOP, render_plain
-
     lines = [load_code(plan, fallback=fallback), "from transformers import TextStreamer", ""]
     lines.append(_messages(messages))
     if plain_template:
@@ -276,8 +275,6 @@ def removed_task_code(
 ) -> str:
     """`%llm_pipe` for a task transformers 5 removed: what `removed_tasks` runs, written out (there
     is no `pipeline(...)` line to show any more)."""
-    from .engines import removed_tasks
-
     base, languages = removed_tasks.split_languages(task)
     options = dict(options)
     options.pop("src_lang", None), options.pop("tgt_lang", None)
@@ -301,54 +298,68 @@ def removed_task_code(
         lines += _extractive_lines(texts, context or "", options.get("top_k", 1))
         lines.append("result = [answer(q) for q in questions]" if many else "result = answer(questions[0])")
     elif runner is removed_tasks.Runner.SEQ2SEQ:
-        prefix, kwargs = removed_tasks.seq2seq_generation(config, base, languages, options)
-        key = removed_tasks.REMOVED_TASKS[base].output_key
-        pairs = [("", "**inputs"), *[(name, repr(value)) for name, value in kwargs.items()]]
-        lines += [
-            f"prefix = {prefix!r}  # the model's own, from config.task_specific_params"
-            if prefix
-            else "prefix = ''",
-            f"texts = {texts!r}",
-            "result = []",
-            "for text in texts:",
-            "    inputs = tokenizer(prefix + text, return_tensors='pt', truncation=True).to(model.device)",
-            f"    output = model.generate({_kwargs(pairs, '    ')})",
-            "    produced = tokenizer.decode(output[0], skip_special_tokens=True, clean_up_tokenization_spaces=True)",
-            f"    result.append({{{key!r}: produced}})",
-        ]
+        lines += _seq2seq_lines(config, base, languages, options, texts)
     else:
-        prompts = [
-            removed_tasks.chat_prompt(base, text, languages=languages, context=context)[0]["content"]
-            for text in texts
-        ]
-        pairs = [("", "**inputs"), *[(name, repr(value)) for name, value in options.items()]]
-        lines += [f"prompts = {prompts!r}", "result = []", "for prompt in prompts:"]
-        lines += [
-            "    messages = [{'role': 'user', 'content': prompt}]",
-            "    inputs = tokenizer.apply_chat_template(",
-            "        messages, add_generation_prompt=True, return_dict=True, return_tensors='pt'",
-            "    ).to(model.device)",
-            f"    output = model.generate({_kwargs(pairs, '    ')})",
-            "    produced = tokenizer.decode(output[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True).strip()",
-        ]
-        if base == "question-answering":
-            lines += [
-                f"    context = {context!r}",
-                f"    for label in {removed_tasks.ANSWER_LABELS!r}:  # small models echo the prompt's format",
-                "        if produced.lower().startswith(label):",
-                "            produced = produced[len(label):].strip()",
-                "    at = context.lower().find(produced.lower()) if produced else -1  # where to highlight it",
-                "    found = at >= 0",
-                "    result.append({'score': None, 'start': at if found else None,",
-                "                   'end': at + len(produced) if found else None, 'answer': produced})",
-            ]
-            if not many:
-                lines.append("result = result[0]")
-        else:
-            key = removed_tasks.REMOVED_TASKS[base].output_key
-            lines.append(f"    result.append({{{key!r}: produced}})")
+        lines += _chat_task_lines(base, languages, context, options, texts, many)
     lines.append("print(result)")
     return "\n".join(lines)
+
+
+def _seq2seq_lines(
+    config: Any, base: str, languages: Any, options: dict[str, Any], texts: list[str]
+) -> list[str]:
+    """A removed summarization or translation task: the model's prefix, then `generate` per text."""
+    prefix, kwargs = removed_tasks.seq2seq_generation(config, base, languages, options)
+    key = removed_tasks.REMOVED_TASKS[base].output_key
+    pairs = [("", "**inputs"), *[(name, repr(value)) for name, value in kwargs.items()]]
+    return [
+        f"prefix = {prefix!r}  # the model's own, from config.task_specific_params"
+        if prefix
+        else "prefix = ''",
+        f"texts = {texts!r}",
+        "result = []",
+        "for text in texts:",
+        "    inputs = tokenizer(prefix + text, return_tensors='pt', truncation=True).to(model.device)",
+        f"    output = model.generate({_kwargs(pairs, '    ')})",
+        "    produced = tokenizer.decode(output[0], skip_special_tokens=True, clean_up_tokenization_spaces=True)",
+        f"    result.append({{{key!r}: produced}})",
+    ]
+
+
+def _chat_task_lines(
+    base: str, languages: Any, context: str | None, options: dict[str, Any], texts: list[str], many: bool
+) -> list[str]:
+    """A removed task run by a chat model: its prompt per text, the reply read back as the task's output."""
+    prompts = [
+        removed_tasks.chat_prompt(base, text, languages=languages, context=context)[0]["content"]
+        for text in texts
+    ]
+    pairs = [("", "**inputs"), *[(name, repr(value)) for name, value in options.items()]]
+    lines = [
+        f"prompts = {prompts!r}",
+        "result = []",
+        "for prompt in prompts:",
+        "    messages = [{'role': 'user', 'content': prompt}]",
+        "    inputs = tokenizer.apply_chat_template(",
+        "        messages, add_generation_prompt=True, return_dict=True, return_tensors='pt'",
+        "    ).to(model.device)",
+        f"    output = model.generate({_kwargs(pairs, '    ')})",
+        "    produced = tokenizer.decode(output[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True).strip()",
+    ]
+    if base != "question-answering":
+        key = removed_tasks.REMOVED_TASKS[base].output_key
+        return [*lines, f"    result.append({{{key!r}: produced}})"]
+    lines += [
+        f"    context = {context!r}",
+        f"    for label in {removed_tasks.ANSWER_LABELS!r}:  # small models echo the prompt's format",
+        "        if produced.lower().startswith(label):",
+        "            produced = produced[len(label):].strip()",
+        "    at = context.lower().find(produced.lower()) if produced else -1  # where to highlight it",
+        "    found = at >= 0",
+        "    result.append({'score': None, 'start': at if found else None,",
+        "                   'end': at + len(produced) if found else None, 'answer': produced})",
+    ]
+    return lines if many else [*lines, "result = result[0]"]
 
 
 def _extractive_lines(questions: Sequence[str], context: str, top_k: int) -> list[str]:

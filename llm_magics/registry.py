@@ -7,12 +7,16 @@ only touched when already imported, to empty the CUDA cache after an unload.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import psutil
 
 from .engines.base import Engine
 from .errors import InvalidOption, NotLoaded
@@ -102,7 +106,6 @@ class ModelRegistry:
 
 def memory_in_use() -> int:
     """Bytes this process holds: resident memory, plus what torch has allocated on CUDA devices."""
-    import psutil
 
     used = int(psutil.Process().memory_info().rss)
     torch = sys.modules.get("torch")
@@ -150,9 +153,5 @@ def _trim_heap() -> None:
     # in the process (RSS) even though it is free. Elsewhere (macOS, musl) this is a no-op.
     if not sys.platform.startswith("linux"):
         return
-    try:
-        import ctypes
-
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

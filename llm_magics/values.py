@@ -35,6 +35,15 @@ class EngineKind(str, Enum):
     PIPELINE = "pipeline"
 
 
+class DecodingMode(str, Enum):
+    """How a model on CPU decodes (`%config LlmMagics.cpu_decoding`; `engines.transformers.decoding`
+    says what each does)."""
+
+    EXACT = "exact"
+    FASTEST = "fastest"
+    TRANSFORMERS = "transformers"
+
+
 # Options past these bounds are almost surely typos (a temperature of 70, a million tokens).
 MAX_TEMPERATURE = 5.0
 
@@ -115,7 +124,7 @@ class EngineSettings:
     traits just before each call: how a model on CPU decodes, whether a conversation reuses its
     key/value cache, and the clock its timings read."""
 
-    cpu_decoding: str
+    cpu_decoding: DecodingMode
     reuse_cache: bool
     clock: Callable[[], float]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 FAMILIES = ("llama", "mistral", "qwen2", "gpt2")
 
-_CORPUS = [
+CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "Paris is the capital of France. Berlin is the capital of Germany.",
     "def add(a, b):\n    return a + b\n",
@@ -42,7 +42,7 @@ def byte_bpe_tokenizer(vocab_size: int = 400):
         special_tokens=["<|endoftext|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    core.train_from_iterator(_CORPUS, trainer)
+    core.train_from_iterator(CORPUS, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=core, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>"
     )
@@ -70,8 +70,13 @@ def tiny_config(family: str, vocab_size: int, *, bos_token_id: int = 0, eos_toke
     )
 
 
-def save_tiny_model(folder: Path, family: str, tokenizer, *, seed: int = 0) -> Path:
-    """Build a random-weight model of `family` sized to `tokenizer`, save both into `folder`."""
+def save_tiny_model(
+    folder: Path, family: str, tokenizer, *, seed: int = 0, max_shard_size: str | None = None
+) -> Path:
+    """Build a random-weight model of `family` sized to `tokenizer`, save both into `folder`.
+
+    `max_shard_size` ("100KB") splits the weights into several safetensors files and an index,
+    as the hub's larger models are."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -81,6 +86,6 @@ def save_tiny_model(folder: Path, family: str, tokenizer, *, seed: int = 0) -> P
     config = tiny_config(family, len(tokenizer), bos_token_id=bos, eos_token_id=eos)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     tokenizer.save_pretrained(folder)
     return folder

@@ -1,9 +1,10 @@
 """A loopback server that answers what the real `huggingface_hub` client asks of the hub.
 
 Written by hand because no maintained hub mirror serves local folders offline. It serves the
-folders it is given as repositories at one commit, and answers as the hub does when a repository,
-revision or file is missing, when a repository is gated, and when a token is invalid:
-`X-Error-Code` headers, which the client turns into its typed errors.
+folders it is given as repositories at one commit (under ids with a namespace or without one, as
+`gpt2`), and answers as the hub does when a repository, revision or file is missing, when a
+repository is gated, and when a token is invalid: `X-Error-Code` headers, which the client turns
+into its typed errors.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class HubState:
     """What the server serves, and what it saw (for the tests' assertions)."""
 
     repos: dict[str, Path] = field(default_factory=dict)
+    # Other revisions the server resolves to its one commit: the short commits that transformers
+    # pins its pipeline defaults to (`pipeline("sentiment-analysis")` asks for revision 714eb0f).
+    revisions: set[str] = field(default_factory=set)
     gated: set[str] = field(default_factory=set)
     # Tokens that may read the gated repositories.
     granted_tokens: set[str] = field(default_factory=set)
@@ -44,6 +48,9 @@ class HubState:
     refuse_resumes: bool = False
     bytes_sent: int = 0
     downloads: list[str] = field(default_factory=list)
+    # (repository, file) of each body sent, and the repository of every request, served or not.
+    fetched: list[tuple[str, str]] = field(default_factory=list)
+    asked: list[str] = field(default_factory=list)
     ranges: list[str] = field(default_factory=list)
     authorizations: set[str] = field(default_factory=set)
     refusing: bool = False
@@ -92,8 +99,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlparse(self.path).path)
         api = path.startswith("/api/models/")
         parts = path.removeprefix("/api/models/" if api else "/").split("/")
-        repo_id = "/".join(parts[:2])
-        rest = parts[2:]
+        # An id without a namespace (`gpt2`) is one segment; any other is two.
+        width = 1 if parts[0] in self.state.repos else 2
+        repo_id = "/".join(parts[:width])
+        rest = parts[width:]
+        self.state.asked.append(repo_id)
         token = self._token()
         if token == INVALID_TOKEN:
             return self._refuse(401, None, "Invalid credentials in Authorization header")
@@ -106,19 +116,22 @@ class _Handler(BaseHTTPRequestHandler):
             return self._api(folder, repo_id, rest)
         if len(rest) < 3 or rest[0] != "resolve":
             return self._refuse(404, None, "Not found")
-        if rest[1] not in (BRANCH, COMMIT):
+        if not self._served(rest[1]):
             return self._refuse(404, "RevisionNotFound", "Invalid rev id")
         file = folder / "/".join(rest[2:])
         if not file.is_file():
             return self._refuse(404, "EntryNotFound", "Entry not found")
-        self._file(file, body)
+        self._file(file, body, repo_id)
+
+    def _served(self, revision: str) -> bool:
+        return revision in (BRANCH, COMMIT) or revision in self.state.revisions
 
     def _api(self, folder: Path, repo_id: str, rest: list[str]) -> None:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
-        if rest[:1] == ["revision"] and rest[1:2] not in ([BRANCH], [COMMIT]):
+        if rest[:1] == ["revision"] and not self._served("".join(rest[1:2])):
             return self._refuse(404, "RevisionNotFound", "Invalid rev id")
         if rest[:1] == ["tree"]:
-            if rest[1:2] not in ([BRANCH], [COMMIT]):
+            if not self._served("".join(rest[1:2])):
                 return self._refuse(404, "RevisionNotFound", "Invalid rev id")
             under = folder.joinpath(*rest[2:])
             if not under.is_dir():
@@ -150,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _file(self, file: Path, body: bool) -> None:
+    def _file(self, file: Path, body: bool, repo_id: str) -> None:
         if not body:
             self.state.refusing = False
         ranged = self.headers.get("Range", "")
@@ -169,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.state.downloads.append(file.name)
+            self.state.fetched.append((repo_id, file.name))
             if ranged:
                 self.state.ranges.append(f"{file.name} {ranged}")
             self._send(file.name, data[start:], resumed=bool(start))

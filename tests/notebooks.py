@@ -1,13 +1,18 @@
-"""Reading executed example notebooks as a student would: hub cells, tables and the claim sentences."""
+"""Executing the example notebooks (offline, or against a hub) and reading them as a student
+would: hub cells, tables and the claim sentences."""
 
 from __future__ import annotations
 
+import os
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import nbformat
+import pytest
 
+from examples import demo
 from llm_magics import claims
 
 HUB_TAG = "raises-exception"
@@ -54,6 +59,41 @@ def assert_hub_cells_fail_in_one_line(nb: nbformat.NotebookNode) -> None:
             assert re.search(r" uses \S+/\S+ by default .* needs the hub once", error.evalue), error.evalue
     # Every cell ran, those after the hub cells included.
     assert all(cell.execution_count for cell in code_cells(nb))
+
+
+def assert_every_cell_ran(nb: nbformat.NotebookNode) -> None:
+    """With a hub, every cell ran with no error, the tagged ones included, and each tagged cell
+    showed something (its result, or its code and result)."""
+    for cell in code_cells(nb):
+        assert cell.execution_count, cell.source
+        assert errors_of(cell) == [], (cell.source, [f"{e.ename}: {e.evalue}" for e in errors_of(cell)])
+        stderr = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stderr")
+        assert "Traceback" not in stderr, (cell.source, stderr)
+        if is_tagged(cell):
+            assert any(o.output_type == "display_data" for o in cell.outputs), cell.source
+
+
+def execute_against_hub(
+    path: Path, endpoint: str, home: Path, *, proxy: str, timeout: int = 900
+) -> nbformat.NotebookNode:
+    """Run a notebook as Run All would with a hub: a fresh kernel whose hub client talks to
+    `endpoint` (read once, at its import: so it is in the kernel's environment) with its cache in
+    `home`, no token, and every other HTTP host behind `proxy`."""
+    env = {
+        "HF_ENDPOINT": endpoint,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(home),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env[name] = env[name.lower()] = proxy
+    with pytest.MonkeyPatch.context() as patch:
+        # The session's own settings (a token, a cache elsewhere) must not reach the kernel.
+        for name in [n for n in os.environ if n.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))]:
+            patch.delenv(name)
+        patch.delenv("no_proxy", raising=False)
+        return demo.execute_notebook(path, timeout=timeout, env=env)
 
 
 class _Tables(HTMLParser):

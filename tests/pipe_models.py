@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-_CORPUS = [
+CORPUS = [
     "I love learning about LLMs!",
     "Paris is the capital of France.",
     "Ada Lovelace worked in London with Charles Babbage.",
@@ -44,8 +44,10 @@ T5_TASK_PARAMS = {
 }
 
 
-def wordpiece_tokenizer():
-    """A BERT-style WordPiece tokenizer (lower-cased, [CLS]/[SEP]/[MASK]) trained on a tiny corpus."""
+def wordpiece_tokenizer(mask_token: str = "[MASK]"):
+    """A BERT-style WordPiece tokenizer (lower-cased, [CLS]/[SEP]/[MASK]) trained on a tiny corpus.
+
+    `mask_token="<mask>"` gives it RoBERTa's mask, for text written for `distilroberta-base`."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -53,8 +55,8 @@ def wordpiece_tokenizer():
     core.normalizer = normalizers.BertNormalizer(lowercase=True)
     core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     core.decoder = decoders.WordPiece()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    core.train_from_iterator(_CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", mask_token]
+    core.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
     cls, sep = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
     core.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -67,7 +69,7 @@ def wordpiece_tokenizer():
         pad_token="[PAD]",
         cls_token="[CLS]",
         sep_token="[SEP]",
-        mask_token="[MASK]",
+        mask_token=mask_token,
     )
 
 

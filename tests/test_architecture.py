@@ -52,9 +52,9 @@ def test_quantized_layers_are_marked_by_class_name():
 
 
 def describe_model_tree(module):
-    from llm_magics.inside.architecture import _block
+    from llm_magics.inside.architecture import block_tree
 
-    return _block("", module, set())
+    return block_tree("", module, set())
 
 
 def test_magic_shows_a_details_tree_and_text(shell, loaded_tiny):

@@ -629,7 +629,7 @@ def test_plain_template_stops_at_the_next_user_line_and_never_streams_it(gpt2_to
     import torch
 
     shown: list[str] = []
-    streamer = generation._Streamer(gpt2_tokenizer, shown.append, [prompts.PLAIN_STOP], FakeClock())
+    streamer = generation.Streamer(gpt2_tokenizer, shown.append, [prompts.PLAIN_STOP], FakeClock())
     assert prompts.PLAIN_STOP == "\nUser:"
     streamer.put(torch.tensor([[0]]))  # the prompt comes first and is not shown
     for token in gpt2_tokenizer(" Paris is nice.\nUser: and Berlin?")["input_ids"]:
@@ -657,7 +657,7 @@ def _stream(tokenizer, ids):
 
     counting = _CountingTokenizer(tokenizer)
     shown: list[str] = []
-    streamer = generation._Streamer(counting, shown.append, [], FakeClock())
+    streamer = generation.Streamer(counting, shown.append, [], FakeClock())
     streamer.put(torch.tensor([[0]]))
     for token in ids:
         streamer.put(torch.tensor([token]))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from llm_magics.engines.transformers import decoding, generation
-from llm_magics.values import GenerationOptions
+from llm_magics.engines.transformers import growing as growing_module
+from llm_magics.engines.transformers.growing import GrowingLayer
+from llm_magics.values import DecodingMode, GenerationOptions
 from tests.factories import FAMILIES
 from tests.helpers import RaiseOnForward, say
 
@@ -37,7 +39,7 @@ def assert_same_layers(growing, plain, keys, values):
 def test_growing_layer_keeps_what_a_dynamic_layer_keeps_through_growth_crop_and_reset():
     from transformers.cache_utils import DynamicLayer
 
-    growing, plain = decoding._growing_layer(), DynamicLayer()
+    growing, plain = GrowingLayer(), DynamicLayer()
     # A prefill, then single tokens well past the first buffer's room, a crop (a trimmed or
     # edited conversation), a long new message, a reset, and a new conversation.
     for keys, values in chunks([7] + [1] * 300, seed=1):
@@ -57,7 +59,7 @@ def test_growing_layer_keeps_what_a_dynamic_layer_keeps_through_growth_crop_and_
 
 
 def test_growing_layer_copies_its_cache_only_when_it_runs_out_of_room():
-    layer = decoding._growing_layer()
+    layer = GrowingLayer()
     buffers = set()
     for keys, values in chunks([1] * 1000):
         layer.update(keys, values)
@@ -72,7 +74,7 @@ def test_growing_layer_follows_a_reorder_of_the_batch():
     import torch
     from transformers.cache_utils import DynamicLayer
 
-    growing, plain = decoding._growing_layer(), DynamicLayer()
+    growing, plain = GrowingLayer(), DynamicLayer()
     for keys, values in chunks([5], batch=2):
         assert_same_layers(growing, plain, keys, values)
     for layer in (growing, plain):
@@ -128,13 +130,13 @@ def test_fast_attention_computes_what_transformers_sdpa_computes(loaded_tiny, fa
 
 def test_modes_choose_the_cache_and_the_attention_on_cpu(loaded_tiny):
     model, _ = loaded_tiny("llama")
-    assert decoding.plan(model, decoding.EXACT) == (True, False)
-    assert decoding.plan(model, decoding.FASTEST) == (True, True)
-    assert decoding.plan(model, decoding.TRANSFORMERS) == (False, False)
+    assert decoding.plan(model, DecodingMode.EXACT) == (True, False)
+    assert decoding.plan(model, DecodingMode.FASTEST) == (True, True)
+    assert decoding.plan(model, DecodingMode.TRANSFORMERS) == (False, False)
     model.set_attn_implementation("eager")
     try:
         # Without SDPA there is no attention to speed up; the cache still grows in place.
-        assert decoding.plan(model, decoding.FASTEST) == (True, False)
+        assert decoding.plan(model, DecodingMode.FASTEST) == (True, False)
     finally:
         model.set_attn_implementation("sdpa")
 
@@ -145,7 +147,7 @@ def test_exact_mode_keeps_every_logit_of_transformers_cache_in_bfloat16(loaded_t
     import torch
 
     # bfloat16 is what a CPU with AVX512-BF16 gets by default, and where kernels round differently.
-    monkeypatch.setattr(decoding, "_MIN_HEADROOM", 2)
+    monkeypatch.setattr(growing_module, "MIN_HEADROOM", 2)
     model = copy.deepcopy(loaded_tiny("llama")[0]).to(torch.bfloat16)
     ids = torch.randint(5, model.config.vocab_size, (1, 40), generator=torch.Generator().manual_seed(1))
     steps = [ids[:, :9], *[ids[:, i : i + 1] for i in range(9, 30)], ids[:, 30:40]]
@@ -162,7 +164,7 @@ def test_exact_mode_keeps_every_logit_of_transformers_cache_in_bfloat16(loaded_t
 @pytest.mark.parametrize("family", FAMILIES)
 def test_replies_are_the_same_in_every_mode(tiny_engine, family, monkeypatch):
     # Little headroom, so the cache grows several times within the conversation.
-    monkeypatch.setattr(decoding, "_MIN_HEADROOM", 3)
+    monkeypatch.setattr(growing_module, "MIN_HEADROOM", 3)
     replies = {}
     for mode in decoding.MODES:
         engine = tiny_engine(family)
@@ -174,13 +176,13 @@ def test_replies_are_the_same_in_every_mode(tiny_engine, family, monkeypatch):
             {"DynamicSlidingWindowLayer"}
             if family == "mistral"
             else {"DynamicLayer"}
-            if mode == decoding.TRANSFORMERS
+            if mode == DecodingMode.TRANSFORMERS
             else {"GrowingLayer"}
         )
         assert {type(layer).__name__ for layer in engine.session.cache.layers} == expected
     # In float32 even the other attention kernels of "fastest" give the same greedy tokens.
-    assert replies[decoding.EXACT] == replies[decoding.FASTEST] == replies[decoding.TRANSFORMERS]
-    assert all(replies[decoding.EXACT])
+    assert replies[DecodingMode.EXACT] == replies[DecodingMode.FASTEST] == replies[DecodingMode.TRANSFORMERS]
+    assert all(replies[DecodingMode.EXACT])
 
 
 def test_the_models_attention_is_restored_when_generation_is_interrupted(tiny_engine):
@@ -192,7 +194,7 @@ def test_the_models_attention_is_restored_when_generation_is_interrupted(tiny_en
             engine.tokenizer,
             [1, 2, 3, 4],
             GenerationOptions(max_new_tokens=8),
-            cpu_decoding=decoding.FASTEST,
+            cpu_decoding=DecodingMode.FASTEST,
         )
     finally:
         hook.remove()
@@ -208,12 +210,12 @@ def test_bundled_model_in_bfloat16_gives_transformers_replies_in_exact_mode(monk
     from llm_magics.engines.transformers.plan import plan_load
     from llm_magics.engines.transformers.source import resolve_source
 
-    monkeypatch.setattr(decoding, "_MIN_HEADROOM", 16)
+    monkeypatch.setattr(growing_module, "MIN_HEADROOM", 16)
     engine = load_model(plan_load(resolve_source(None), dtype="bfloat16"))
     try:
         assert engine.model.dtype == torch.bfloat16
         replies = {}
-        for mode in (decoding.EXACT, decoding.TRANSFORMERS):
+        for mode in (DecodingMode.EXACT, DecodingMode.TRANSFORMERS):
             engine.adopt(engine.new_session())
             assert engine.session.conversation.messages == [] and engine.session.cache is None
             replies[mode] = []
@@ -223,7 +225,7 @@ def test_bundled_model_in_bfloat16_gives_transformers_replies_in_exact_mode(monk
                 "Now a poem about it.",
             ):
                 replies[mode].append(say(engine, message, max_new_tokens=60, cpu_decoding=mode).token_ids)
-        assert replies[decoding.EXACT] == replies[decoding.TRANSFORMERS]
-        assert all(replies[decoding.EXACT])
+        assert replies[DecodingMode.EXACT] == replies[DecodingMode.TRANSFORMERS]
+        assert all(replies[DecodingMode.EXACT])
     finally:
         engine.close()

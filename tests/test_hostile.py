@@ -29,7 +29,7 @@ HISTORY = [
 ]
 
 
-def _files(folder: Path) -> dict[str, object]:
+def snapshot_of_files(folder: Path) -> dict[str, object]:
     found: dict[str, object] = {}
     for path in sorted(folder.rglob("*")):
         key = str(path.relative_to(folder))
@@ -55,7 +55,7 @@ def snapshot(shell, folder: Path) -> dict[str, object]:
         },
         "sessions": {engine.name: id(engine.session) for engine in registry},
         "namespace": {name: id(value) for name, value in shell.user_ns.items() if not name.startswith("_i")},
-        "files": _files(folder),
+        "files": snapshot_of_files(folder),
     }
 
 

@@ -13,7 +13,7 @@ from llm_magics.errors import GenerationFailed
 from tests.fake_engine import fake_engine
 from tests.helpers import assert_one_line_error, magics, run, shown_html, shown_text
 from tests.remote_servers import Misbehaving, free_port
-from tests.test_hostile import HISTORY, _files
+from tests.test_hostile import HISTORY, snapshot_of_files
 
 KEY = "sk-hostile-secret-0123456789abcdef"
 SECRET = "hunter2-secret-value"
@@ -28,7 +28,7 @@ def snapshot(shell, folder):
             e.name: copy.deepcopy(e.session.conversation.messages) for e in registry if hasattr(e, "session")
         },
         "namespace": {n: id(v) for n, v in shell.user_ns.items() if not n.startswith("_i")},
-        "files": _files(folder),
+        "files": snapshot_of_files(folder),
     }
 
 

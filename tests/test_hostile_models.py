@@ -228,6 +228,10 @@ def odd_folders(tmp_path_factory, models) -> dict[str, Path]:
         ("%llm_load {good} --as alpha", "InvalidOption", "already loaded from fake"),
         ("%llm_load {good} --estimate --tokenizer-only", "InvalidOption", "--estimate"),
         ("%llm_load {good} --device-map nonsense --as d", "ModelLoadFailed", "device_map"),
+        # Empty values are refused before anything loads, not taken as "the default".
+        ('%llm_load {good} --device-map "" --as d', "InvalidOption", "--device-map needs a value"),
+        ('%llm_load {good} --quant "" --as d', "InvalidOption", "Unknown --quant ''"),
+        ('%llm_load {good} --dtype "" --as d', "InvalidOption", "Unknown --dtype ''"),
         ("%llm_load HuggingFaceTB/does-not-exist", "HubUnreachable", "HF_HUB_OFFLINE"),
         ("%llm_load {bad-config}", "ModelLoadFailed", "Cannot read the config"),
         ("%llm_load {unknown-architecture}", "ModelLoadFailed", "nosuchmodel"),

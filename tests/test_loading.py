@@ -153,7 +153,7 @@ def test_bad_options(kwargs, message):
 # ------------------------------------------------------------------ the estimate
 
 
-def _big_config_folder(tmp_path: Path, bytes_in_bf16: float) -> Path:
+def big_config_folder(tmp_path: Path, bytes_in_bf16: float) -> Path:
     """A Llama config (no weights) whose bfloat16 weights would take about `bytes_in_bf16`."""
     from transformers import LlamaConfig
 
@@ -197,7 +197,7 @@ def test_too_large_a_model_is_refused_with_a_suggestion(tmp_path):
     import psutil
 
     available = psutil.virtual_memory().available
-    folder = _big_config_folder(tmp_path, bytes_in_bf16=1.5 * available)
+    folder = big_config_folder(tmp_path, bytes_in_bf16=1.5 * available)
     plan = plan_load(resolve_source(str(folder)), dtype="bfloat16", hardware=CPU)
     estimate = estimate_memory(plan)
     assert estimate.bytes_for("16-bit") > available

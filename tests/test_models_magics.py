@@ -306,9 +306,9 @@ def test_a_failed_reload_keeps_the_loaded_model(shell, tiny_models, monkeypatch)
 def test_too_big_a_model_is_refused_unless_forced(shell, tmp_path):
     import psutil
 
-    from tests.test_loading import _big_config_folder
+    from tests.test_loading import big_config_folder
 
-    folder = _big_config_folder(tmp_path, bytes_in_bf16=1.5 * psutil.virtual_memory().available)
+    folder = big_config_folder(tmp_path, bytes_in_bf16=1.5 * psutil.virtual_memory().available)
     result, captured = run(shell, f"%llm_load {folder} --dtype bfloat16")
     assert_one_line_error(result, captured, "InsufficientMemory", "try --quant")
     assert len(magics(shell).registry) == 0

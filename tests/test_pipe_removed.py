@@ -141,7 +141,7 @@ def test_extractive_answers_equal_transformers_own_pipeline_where_it_still_exist
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer, pipelines
 
-    from llm_magics.engines.removed_tasks import ExtractiveAnswers
+    from llm_magics.engines.pipeline.removed_tasks import ExtractiveAnswers
 
     if "question-answering" not in pipelines.SUPPORTED_TASKS:
         pytest.skip("this transformers has no question-answering pipeline to compare with")
@@ -165,7 +165,7 @@ def test_top_k_answers_and_a_long_context_in_windows(task_models):
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from llm_magics.engines.removed_tasks import ExtractiveAnswers
+    from llm_magics.engines.pipeline.removed_tasks import ExtractiveAnswers
 
     folder = task_models["qa"]
     qa = ExtractiveAnswers(
@@ -208,7 +208,7 @@ def chat_reference(folder, prompt: str, max_new_tokens: int) -> str:
 
 
 def test_summarization_runs_on_the_loaded_chat_model_without_a_copy(shell, tiny_models):
-    from llm_magics.engines.removed_tasks import chat_prompt
+    from llm_magics.engines.pipeline.removed_tasks import chat_prompt
 
     shell.run_line_magic("llm_load", f"{tiny_models['llama']} --dtype float32 --as chat")
     result, _ = run(shell, f"%llm_pipe summarization --max-new-tokens 8 {TEXT}")
@@ -219,7 +219,7 @@ def test_summarization_runs_on_the_loaded_chat_model_without_a_copy(shell, tiny_
 
 
 def test_translation_on_a_chat_model_names_the_languages(shell, tiny_models):
-    from llm_magics.engines.removed_tasks import chat_prompt
+    from llm_magics.engines.pipeline.removed_tasks import chat_prompt
 
     folder = tiny_models["llama"]
     result, _ = run(
@@ -234,7 +234,7 @@ def test_translation_on_a_chat_model_names_the_languages(shell, tiny_models):
 
 
 def test_a_chat_models_answer_has_no_score_and_is_found_in_the_context(shell, tiny_models):
-    from llm_magics.engines.removed_tasks import _located
+    from llm_magics.engines.pipeline.removed_tasks import located_answer
 
     shell.run_line_magic("llm_load", f"{tiny_models['llama']} --dtype float32 --as chat")
     result, captured = run(
@@ -242,14 +242,14 @@ def test_a_chat_models_answer_has_no_score_and_is_found_in_the_context(shell, ti
     )
     assert result.success, result.error_in_exec
     answer = shell.user_ns["_llm_pipe"]
-    assert answer["score"] is None and answer == _located(answer["answer"], CONTEXT)
-    assert _located("london", CONTEXT) == {"score": None, "start": 23, "end": 29, "answer": "london"}
-    assert _located("Rome", CONTEXT)["start"] is None
-    assert _located("A: London", CONTEXT)["answer"] == "London"
+    assert answer["score"] is None and answer == located_answer(answer["answer"], CONTEXT)
+    assert located_answer("london", CONTEXT) == {"score": None, "start": 23, "end": 29, "answer": "london"}
+    assert located_answer("Rome", CONTEXT)["start"] is None
+    assert located_answer("A: London", CONTEXT)["answer"] == "London"
     assert f"A: {answer['answer']}" in shown_text(captured)
     from llm_magics.display.pipe import PipeResult
 
-    unscored = _located("A: London", CONTEXT)
+    unscored = located_answer("A: London", CONTEXT)
     html = PipeResult("question-answering", ["Where?"], [unscored], "m", context=CONTEXT)._repr_mimebundle_()
     assert "<mark" in html["text/html"] and "<sup" not in html["text/html"]  # no score: no label
     assert "[London]" in html["text/plain"]

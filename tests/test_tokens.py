@@ -106,7 +106,7 @@ def sentencepiece_tokenizer():
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
     specials = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    core.train_from_iterator(factories._CORPUS, trainers.BpeTrainer(vocab_size=320, special_tokens=specials))
+    core.train_from_iterator(factories.CORPUS, trainers.BpeTrainer(vocab_size=320, special_tokens=specials))
     core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return PreTrainedTokenizerFast(
         tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>"

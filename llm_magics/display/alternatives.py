@@ -13,7 +13,7 @@ from typing import Any
 
 from ..inside.alternatives import Alternative, Position, ReplyAlternatives
 from ..values import ScoreSource
-from .tokens import _marked_html, _probability_colour, visible
+from .tokens import marked_html, probability_colour, visible
 
 _CSS = """
 .llm-alt{font-family:ui-sans-serif,system-ui,sans-serif;font-size:13px;line-height:1.35;max-width:900px}
@@ -51,26 +51,26 @@ def _token_html(position: Position) -> str:
     title = html.escape(_tooltip(position), quote=True)
     if position.special:
         return f'<span class="t sp" title="{title}">{html.escape(position.token)}</span>'
-    colour = _probability_colour(position.probability)
-    body = _marked_html(position.token) if position.token else '<span class="m">∅</span>'
+    colour = probability_colour(position.probability)
+    body = marked_html(position.token) if position.token else '<span class="m">∅</span>'
     return f'<span class="t" style="background:{colour}" title="{title}">{body}</span>'
 
 
 def _alt_html(alt: Alternative) -> str:
-    return f'<span class="tok">{_marked_html(alt.token)}</span> {_pct(alt.probability)}'
+    return f'<span class="tok">{marked_html(alt.token)}</span> {_pct(alt.probability)}'
 
 
 def _details_html(position: Position) -> str:
     summary = (
-        f"token {position.index + 1}: <span class='tok'>{_marked_html(position.token)}</span> "
+        f"token {position.index + 1}: <span class='tok'>{marked_html(position.token)}</span> "
         f"{_pct(position.probability)} · instead: " + ", ".join(_alt_html(alt) for alt in position.runners_up)
     )
     prefix = position.prefix[-_PREFIX_TAIL:]
     cut = "…" if len(position.prefix) > _PREFIX_TAIL else ""
     rows = "".join(
-        f'<div class="branch"><span class="pre">{html.escape(cut)}{_marked_html(prefix)}</span>'
+        f'<div class="branch"><span class="pre">{html.escape(cut)}{marked_html(prefix)}</span>'
         f'<span class="alt" title="{html.escape(_pct(b.alternative.probability), quote=True)}">'
-        f"{_marked_html(b.alternative.token)}</span>{html.escape(b.continuation)}…</div>"
+        f"{marked_html(b.alternative.token)}</span>{html.escape(b.continuation)}…</div>"
         for b in position.branches
     )
     return f"<details><summary>{summary}</summary>{rows}</details>"

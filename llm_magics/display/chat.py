@@ -18,6 +18,8 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, TextIO
 
+from markdown_it import MarkdownIt
+
 from ..values import FinishReason, Reply, Stats
 
 
@@ -42,8 +44,6 @@ def render_markdown(text: str) -> str:
     """HTML for Markdown `text`; raw HTML in it is escaped, and images become plain links."""
     global _markdown
     if _markdown is None:
-        from markdown_it import MarkdownIt
-
         # Images are off so a reply never makes the page fetch a remote URL; they show as links.
         # Single newlines are line breaks, as in chat front ends: poems and addresses keep their lines.
         _markdown = (

@@ -8,7 +8,7 @@ import html
 from typing import Any
 
 from ..inside.lens import Lens
-from .tokens import _marked_html, visible
+from .tokens import marked_html, visible
 
 _CSS = """
 .llm-lens{font-family:ui-sans-serif,system-ui,sans-serif;font-size:13px;line-height:1.35}
@@ -54,7 +54,7 @@ class LensView:
                 css = "tok ans" if token.id == lens.answer.id else "tok"
                 title = html.escape(f"id {token.id} · {token.probability:.4f}", quote=True)
                 cells.append(
-                    f'<span class="{css}" title="{title}">{_marked_html(token.label)}</span> {token.probability:.2f}'
+                    f'<span class="{css}" title="{title}">{marked_html(token.label)}</span> {token.probability:.2f}'
                 )
             settle = ' class="settle"' if layer == lens.settles else ""
             rows.append(

@@ -14,8 +14,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import LlmMagicsError
 from ..next_token import Candidate, Cut, NextToken, PartialSampling, Sampling, Step, Steps
-from .tokens import _marked_html, visible
+from .tokens import marked_html, visible
 from .widgets import widget_bundle
 
 _CSS = """
@@ -82,7 +83,7 @@ def token_html(text: str, token: str, *, special: bool = False, partial: bytes |
         return f'<span class="sp">{html.escape(token)}</span>'
     if partial is not None:
         return f'<span class="m">{html.escape(_bytes_label(partial))}</span>'
-    return f'<span class="b">{_marked_html(text)}</span>' if text else '<span class="m">∅</span>'
+    return f'<span class="b">{marked_html(text)}</span>' if text else '<span class="m">∅</span>'
 
 
 def token_text(text: str, token: str, *, special: bool = False, partial: bytes | None = None) -> str:
@@ -105,7 +106,7 @@ def _candidate_title(c: Candidate, score: str = "logit") -> str:
 def _prompt_html(prompt: str) -> str:
     tail = prompt[-_PROMPT_TAIL:]
     more = "…" if len(prompt) > _PROMPT_TAIL else ""
-    body = _marked_html(tail).replace("↵</span>", "↵</span><br>")
+    body = marked_html(tail).replace("↵</span>", "↵</span><br>")
     return f'<div class="prompt">{more}{body}<span class="cursor">▌</span></div>'
 
 
@@ -346,8 +347,8 @@ class StepsView:
             title = html.escape(_step_title(step), quote=True)
             # The end of the text so far: the whole of it on every row would grow as steps squared.
             before = ("…" + previous[-_GROW_TAIL:]) if len(previous) > _GROW_TAIL else previous
-            grow = _marked_html(before) + (
-                f'<span class="new">{_marked_html(step.piece)}</span>' if step.piece else ""
+            grow = marked_html(before) + (
+                f'<span class="new">{marked_html(step.piece)}</span>' if step.piece else ""
             )
             previous = step.text
             parts.append(
@@ -470,7 +471,6 @@ class NextTokenExplorer:
 
     def _safely(self, action: Callable[[], Any]) -> None:
         """Run `action`, then redraw; an expected error becomes the status line, not a traceback."""
-        from ..errors import LlmMagicsError
 
         try:
             action()
@@ -480,7 +480,7 @@ class NextTokenExplorer:
             return
         appended = self.model.appended_text()
         self.status.value = (
-            f'<span style="font-size:12px">appended: <span style="font-family:monospace">{_marked_html(appended)}</span></span>'
+            f'<span style="font-size:12px">appended: <span style="font-family:monospace">{marked_html(appended)}</span></span>'
             if appended
             else ""
         )

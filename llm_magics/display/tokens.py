@@ -95,7 +95,7 @@ def visible(text: str) -> str:
     return "".join(out)
 
 
-def _marked_html(text: str) -> str:
+def marked_html(text: str) -> str:
     """Escaped text with the markers from `visible` dimmed, so markers read as not-the-text."""
     parts = []
     for char in text:
@@ -107,7 +107,7 @@ def _marked_html(text: str) -> str:
     return "".join(parts)
 
 
-def _probability_colour(p: float) -> str:
+def probability_colour(p: float) -> str:
     # Log scale: 1e-4 and below is red, certainty green; most text lives in between.
     level = max(0.0, min(1.0, 1 + math.log10(max(p, 1e-12)) / 4))
     return f"hsla({120 * level:.0f},75%,50%,.38)"
@@ -171,9 +171,9 @@ def _spans_html(view: Tokenization, show_ids: bool) -> str:
         style = ""
         if view.probs is not None and span.ids and not span.is_special:
             p = _span_probability(span, view.probs)
-            style = f' style="background:{_probability_colour(p)}"' if p is not None else ""
+            style = f' style="background:{probability_colour(p)}"' if p is not None else ""
         # A zero-width span is a token the tokenizer added (a BOS): its vocabulary string is the badge.
-        body = _marked_html(span.text or span.token)
+        body = marked_html(span.text or span.token)
         title = html.escape(_tooltip(span, view.probs), quote=True)
         if show_ids:
             ids = " ".join(map(str, span.ids)) or "–"

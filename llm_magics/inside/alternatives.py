@@ -17,7 +17,7 @@ Importing this module imports neither torch nor transformers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..engines.base import Chats, HoldsModel, KeepsScores
@@ -187,7 +187,6 @@ def _with_branches(
     branch_tokens: int,
 ) -> list[Position]:
     """`positions` with branches for the `expand` least likely ones (ties: the earlier first)."""
-    from dataclasses import replace
 
     chosen = sorted(range(len(positions)), key=lambda i: (positions[i].probability, i))[:expand]
     for index in chosen:

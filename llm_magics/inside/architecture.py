@@ -75,7 +75,9 @@ def _dtype(tensor: Any) -> str:
     return str(tensor.dtype).replace("torch.", "")
 
 
-def _block(name: str, module: Any, seen: set[int]) -> Block:
+def block_tree(name: str, module: Any, seen: set[int]) -> Block:
+    """`module` and everything under it as `Block`s, repeated layers collapsed. `seen` holds the
+    ids of parameters already counted, so a tied weight (embeddings and output head) counts once."""
     own_params = own_bytes = 0
     dtypes: set[str] = set()
     shared = 0
@@ -89,7 +91,7 @@ def _block(name: str, module: Any, seen: set[int]) -> Block:
         own_bytes += int(param.numel()) * int(param.element_size())
     for _, buffer in module.named_buffers(recurse=False):
         own_bytes += int(buffer.numel()) * int(buffer.element_size())
-    children = _collapse([_block(child, sub, seen) for child, sub in module.named_children()])
+    children = _collapse([block_tree(child, sub, seen) for child, sub in module.named_children()])
     for child in children:
         dtypes.update(child.dtypes)
     quantization = _QUANTIZED.get(type(module).__name__, Quantization.NONE)
@@ -174,7 +176,7 @@ def shape_of(config: Any) -> Shape:
 
 def describe_model(model: Any, name: str = "") -> Architecture:
     """The tree and shape of any torch module with a transformers config."""
-    root = _block("", model, set())
+    root = block_tree("", model, set())
     return Architecture(name, type(model).__name__, root, shape_of(model.config))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from ..conversation import check_text
 from ..engines.base import HoldsModel, cannot
 from ..errors import InvalidOption
+from ..next_token.candidates import token_labels
 from ..prompts import encode_text
 
 
@@ -46,15 +47,12 @@ def prompt(tokenizer: Any, text: str, *, chat: bool = False, magic: str = "this 
 
 
 def labels(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """What each token adds to the text; its vocabulary string when it decodes to "�" alone."""
-    pieces = tokenizer.convert_ids_to_tokens(list(ids))
-    out = []
-    for token_id, piece in zip(ids, pieces, strict=True):
-        text = str(
-            tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        )
-        out.append(str(piece) if "\ufffd" in text and "\ufffd" not in str(piece) else text)
-    return out
+    """What each token adds to the text, as `%llm_next` labels it (`token_labels`); its vocabulary
+    string where the token holds only some bytes of a character (its text alone would be "�")."""
+    return [
+        token if partial is not None or ("\ufffd" in text and "\ufffd" not in token) else text
+        for token, text, _, partial in token_labels(tokenizer, ids)
+    ]
 
 
 def check_length(n_tokens: int, limit: int, what: str, setting: str) -> None:

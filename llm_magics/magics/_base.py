@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import keyword
 from argparse import Namespace
 from typing import Any
 
@@ -9,15 +11,25 @@ from IPython.core.magic import Magics
 from IPython.core.magic_arguments import argument, parse_argstring
 from IPython.utils.process import arg_split
 
+from ..engines.transformers.plan import DTYPES, QUANT_MODES
 from ..errors import InvalidOption
 from ..interpolate import interpolate
 from ..registry import ModelRegistry
 
+#: Names a reply must never be stored under: IPython's own, and every dunder and builtin.
+_SHELL_NAMES = frozenset(
+    {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"}
+)
+
 #: The flags that say how to load a model, shared by every magic that loads one (`%llm_load`,
 #: `%llm_pipe`): declared once, so they cannot drift apart.
 _LOADING_FLAGS = (
-    argument("--quant", default=None, help="none, 4bit (nf4 + double quantization) or 8bit (LLM.int8)."),
-    argument("--dtype", default=None, help="auto, float32, bfloat16 or float16."),
+    # The allowed values are checked by `plan_load`, not argparse's `choices=`: `{name}` in a value
+    # is filled in after argparse has read the line, and must not be refused before.
+    argument(
+        "--quant", default=None, help=f"One of {', '.join(QUANT_MODES)} (4bit: nf4 + double quantization)."
+    ),
+    argument("--dtype", default=None, help=f"One of {', '.join(DTYPES)}."),
     argument("--device-map", default=None, help='Passed to transformers, e.g. "auto", "cpu", "cuda:0".'),
     argument("--revision", default=None, help="Hub branch, tag or commit."),
     argument(
@@ -81,6 +93,27 @@ def parse(
         elif isinstance(value, list) and all(isinstance(item, str) for item in value):
             setattr(args, key, [fill(item) for item in value])
     return args
+
+
+def check_variable_name(name: str, flag: str) -> None:
+    """Refuse names that would break the session if a result were stored under them."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        raise InvalidOption(f"{flag} needs a variable name, not {name!r}.")
+    if (
+        name.startswith("__")
+        or name in _SHELL_NAMES
+        or hasattr(builtins, name)
+        or _is_shell_history_name(name)
+    ):
+        raise InvalidOption(
+            f"{flag} {name}: that name belongs to Python or IPython, and replacing it would break later cells; "
+            "pick another name."
+        )
+
+
+def _is_shell_history_name(name: str) -> bool:
+    # IPython keeps outputs and inputs as _1, _i1, _ii …
+    return name[1:].isdigit() or (name.startswith("_i") and (name[2:].isdigit() or set(name[1:]) == {"i"}))
 
 
 class SessionMagics(Magics):

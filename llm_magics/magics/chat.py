@@ -7,33 +7,38 @@ through `llm_magics.display.chat`.
 
 from __future__ import annotations
 
-import builtins
-import keyword
-import time
 import weakref
 from argparse import Namespace
-from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import cell_magic, line_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Enum, Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode
 
+from .. import code
 from ..conversation import Conversation, check_text
-from ..display.chat import Column, CompareView, CompletionView, ReplyView, ViewState
+from ..display import notice
+from ..display.alternatives import AlternativesView
+from ..display.chat import (
+    Column,
+    CompareView,
+    CompletionView,
+    ConversationView,
+    ReplyStream,
+    ReplyView,
+    ViewState,
+    count,
+    footer_text,
+)
 from ..display.pipe import CodeBlock
-from ..engines.base import Chats, Completes, Engine, TakesSettings, require
+from ..engines.base import Chats, Completes, Engine, require
 from ..engines.remote import RemoteEngine
-from ..engines.transformers import TransformersEngine, decoding
+from ..engines.transformers import TransformersEngine
 from ..errors import GenerationInterrupted, InvalidOption
 from ..inside.alternatives import KEPT, check_branches, check_show, last_scores, reply_alternatives
-from ..values import EngineSettings, GenerationOptions, PreparedTurn, Reply, TokenScores
-from ._base import SessionMagics, parse, show
-
-#: Names a reply must never be stored under: IPython's own, and every dunder and builtin.
-_SHELL_NAMES = frozenset(
-    {"In", "Out", "get_ipython", "exit", "quit", "_", "__", "___", "_i", "_ii", "_iii", "_ih", "_oh", "_dh"}
-)
+from ..values import GenerationOptions, PreparedTurn, Reply, TokenScores
+from ._base import check_variable_name, parse, show
+from .settings import SharedSettings, configure_engine, generation_options, pick
 
 _GENERATION_ARGUMENTS = [
     argument(
@@ -68,22 +73,9 @@ def _generation_arguments(func: Any) -> Any:
     return func
 
 
-class ChatMagics(SessionMagics):
+class ChatMagics(SharedSettings):
     """Chat and completion magics, with the generation defaults as configurable traits."""
 
-    max_new_tokens = Int(256, help="Most tokens a reply may have (--max-new-tokens).").tag(config=True)
-    temperature = Float(
-        0.0,
-        help="Sampling temperature (--temperature); 0 decodes greedily, so a cell gives the same reply every run.",
-    ).tag(config=True)
-    top_p = Float(1.0, help="Nucleus sampling mass (--top-p), used when temperature > 0.").tag(config=True)
-    top_k = Int(50, help="Sample among this many most likely tokens (--top-k; 0: no limit).").tag(config=True)
-    repetition_penalty = Float(1.0, help="Penalty for repeating tokens (--repetition-penalty; 1: none).").tag(
-        config=True
-    )
-    seed = Int(
-        None, allow_none=True, help="Seed for sampling (--seed); None leaves torch's generator as it is."
-    ).tag(config=True)
     system_prompt = Unicode(
         "",
         help="System message for new conversations (--system overrides it); empty: the model's own default.",
@@ -96,11 +88,6 @@ class ChatMagics(SessionMagics):
         min=0.0,
         help="Seconds between updates of a streaming reply in a notebook; tokens in between are batched.",
     ).tag(config=True)
-    reuse_cache = Bool(
-        True,
-        help="Keep each conversation's key/value cache between turns, so only the new part of the prompt is computed.",
-    ).tag(config=True)
-
     alternatives_show = Int(5, help="Runners-up listed per token by --alternatives (--show).").tag(
         config=True
     )
@@ -112,18 +99,6 @@ class ChatMagics(SessionMagics):
     alternatives_branch_tokens = Int(
         8, help="Tokens of greedy continuation in each --alternatives branch."
     ).tag(config=True)
-
-    cpu_decoding = Enum(
-        list(decoding.MODES),
-        default_value=decoding.EXACT,
-        help="How models on CPU decode. 'exact': transformers' tokens, with a key/value cache that grows in "
-        "place instead of being copied every token. 'fastest': also grouped-query attention without copies "
-        "(decoding slows down much less late in a long conversation; in bfloat16 a greedy reply can differ from "
-        "transformers' at a near tie). 'transformers': transformers' defaults.",
-    ).tag(config=True)
-
-    #: Where streaming and the footer's timings read the time; tests swap in a fake clock.
-    clock: Callable[[], float] = staticmethod(time.perf_counter)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -206,9 +181,7 @@ class ChatMagics(SessionMagics):
             engine, _, prepared = turns[0]
             source = _code(engine, options, messages=prepared.messages, plain=prepared.plain_template)
             if args.alternatives and not isinstance(engine, RemoteEngine):
-                from ..code import alternatives_code
-
-                source += "\n" + alternatives_code(options, runners)
+                source += "\n" + code.alternatives_code(options, runners)
             show(CodeBlock(source))
         if len(turns) == 1:
             engine, session, prepared = turns[0]
@@ -357,8 +330,6 @@ class ChatMagics(SessionMagics):
         if args.json:
             print(conversation.to_json(engine.name))
         elif args.save is None:
-            from ..display.chat import ConversationView
-
             show(ConversationView(conversation.messages, engine.name))
 
     @magic_arguments()
@@ -383,7 +354,7 @@ class ChatMagics(SessionMagics):
         """--show, checked before anything changes; it needs --alternatives."""
         if args.show is not None and not args.alternatives:
             raise InvalidOption("--show applies to --alternatives.")
-        runners = self._pick(args.show, self.alternatives_show)
+        runners = pick(args.show, self.alternatives_show)
         check_show(runners)
         check_branches(self.alternatives_expand, self.alternatives_branch_tokens)
         return int(runners)
@@ -395,7 +366,6 @@ class ChatMagics(SessionMagics):
                 "warning",
             )
             return
-        from ..display.alternatives import AlternativesView
 
         alternatives = reply_alternatives(
             engine,
@@ -415,47 +385,24 @@ class ChatMagics(SessionMagics):
         if args.out is not None:
             check_variable_name(args.out, "--out")
         engine = self._capable(args.name, magic, capability)
-        options = self.generation_options(args)
+        options = generation_options(self, args)
         options.validate(engine.context_window())
         return engine, options
-
-    def generation_options(self, args: Namespace) -> GenerationOptions:
-        """The generation flags, each falling back to its trait when left out."""
-        return GenerationOptions(
-            max_new_tokens=self._pick(args.max_new_tokens, self.max_new_tokens),
-            temperature=self._pick(args.temperature, self.temperature),
-            top_p=self._pick(args.top_p, self.top_p),
-            top_k=self._pick(args.top_k, self.top_k),
-            repetition_penalty=self._pick(args.repetition_penalty, self.repetition_penalty),
-            seed=self._pick(args.seed, self.seed),
-        )
 
     def _capable(self, name: str | None, magic: str, capability: type) -> Any:
         """The named engine, configured to run now, if it has `capability`; else one line saying why not."""
         engine = require(self.registry.get(name), capability, magic)
-        self.configure_engine(engine)
+        configure_engine(self, engine)
         return engine
-
-    def configure_engine(self, engine: Engine) -> None:
-        """Hand the session's settings (traits) to the engine, just before it runs (shared by the
-        magics that run a model: chat, completion, pipelines)."""
-        if isinstance(engine, TakesSettings):
-            engine.configure(EngineSettings(self.cpu_decoding, self.reuse_cache, self.clock))
 
     def _chat_engine(self, name: str | None, magic: str) -> Any:
         return require(self.registry.get(name), Chats, magic)
 
-    @staticmethod
-    def _pick(flag: Any, trait: Any) -> Any:
-        return trait if flag is None else flag
-
     def _stream(self, view: Any, args: Namespace, prefix: str = "", handle: Any = None) -> Any:
-        from ..display.chat import ReplyStream
-        from ..display.notice import is_rich
 
         return ReplyStream(
             view,
-            rich=is_rich(self.shell),
+            rich=notice.is_rich(self.shell),
             stream=self.stream and not args.no_stream,
             interval=self.stream_interval,
             clock=self.clock,
@@ -489,7 +436,6 @@ class ChatMagics(SessionMagics):
 
     @staticmethod
     def _raise_interrupted(reply: Reply) -> None:
-        from ..display.chat import count
 
         # An error, like any interrupted cell, so that "Run all" stops here.
         cause = f" because {reply.problem.rstrip('.')}" if reply.problem else ""
@@ -509,7 +455,6 @@ def _code(
 ) -> str:
     """`--code`: the transformers code of a local model, the `openai` call of a model on a server
     (transformers code could not run it: there are no weights here)."""
-    from .. import code
 
     if isinstance(engine, RemoteEngine):
         return code.remote_generate_code(
@@ -524,34 +469,11 @@ def _code(
 
 
 def _footer(reply: Reply, engine: Engine) -> str:
-    from ..display.chat import footer_text
 
     footer = footer_text(reply.stats, reply.finish_reason, engine.name)
     return " · ".join([footer, *([reply.problem] if reply.problem else []), *reply.notes])
 
 
-def check_variable_name(name: str, flag: str) -> None:
-    """Refuse names that would break the session if a result were stored under them."""
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise InvalidOption(f"{flag} needs a variable name, not {name!r}.")
-    if (
-        name.startswith("__")
-        or name in _SHELL_NAMES
-        or hasattr(builtins, name)
-        or _is_shell_history_name(name)
-    ):
-        raise InvalidOption(
-            f"{flag} {name}: that name belongs to Python or IPython, and replacing it would break later cells; "
-            "pick another name."
-        )
-
-
-def _is_shell_history_name(name: str) -> bool:
-    # IPython keeps outputs and inputs as _1, _i1, _ii …
-    return name[1:].isdigit() or (name.startswith("_i") and (name[2:].isdigit() or set(name[1:]) == {"i"}))
-
-
 def _show_notice(text: str, kind: str) -> None:
-    from ..display.notice import Notice
 
-    show(Notice(text, kind))
+    show(notice.Notice(text, kind))

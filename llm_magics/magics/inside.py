@@ -10,13 +10,16 @@ from IPython.core.magic import line_cell_magic, line_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Int
 
+from ..code import load_code
+from ..display.architecture import ArchitectureView
+from ..display.pipe import CodeBlock
 from ..errors import InvalidOption
+from ..inside.architecture import architecture, architecture_code
 from ._base import SessionMagics, parse, show
 
 
 def load_lines(engine: Any) -> str:
     """The `--code` lines that load `engine`'s model, as `%llm_load --code` prints them."""
-    from ..code import load_code
 
     return load_code(getattr(engine, "plan", None), fallback=engine.describe().source)
 
@@ -100,7 +103,6 @@ class InsideMagics(SessionMagics):
                 raise InvalidOption(
                     "--code shows %llm_attention TEXT without the chat template; drop --chat."
                 )
-            from ..display.pipe import CodeBlock
 
             show(CodeBlock(attention_code(load_lines(engine), text, layer, head)))
         if args.live:
@@ -131,15 +133,11 @@ class InsideMagics(SessionMagics):
 
         From Python: `llm_magics.architecture(name=None)`.
         """
-        from ..display.architecture import ArchitectureView
-        from ..inside.architecture import architecture, architecture_code
 
         args = parse(self.llm_info, line)
         engine = self.registry.get(args.name)
         arch = architecture(engine)
         if args.code:
-            from ..display.pipe import CodeBlock
-
             show(CodeBlock(architecture_code(load_lines(engine))))
         show(ArchitectureView(arch))
 
@@ -166,7 +164,6 @@ def show_lens(engine: Any, text: str, args: Any, count: int) -> None:
     if args.code:
         if args.chat:
             raise InvalidOption("--code shows %llm_next --lens TEXT without the chat template; drop --chat.")
-        from ..display.pipe import CodeBlock
 
         show(CodeBlock(lens_code(load_lines(engine), text, norm_path(engine.model))))
     show(LensView(lens))

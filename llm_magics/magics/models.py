@@ -8,39 +8,26 @@ from typing import Any
 
 from IPython.core.magic import line_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Enum, Float, Unicode, observe
+from traitlets import Float, observe
 
+from ..code import load_code, remote_load_code
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, StatusLine
 from ..display.pipe import CodeBlock
+from ..engines import remote
 from ..engines.base import HoldsModel
 from ..engines.transformers.loading import load_model
 from ..engines.transformers.memory import estimate_memory
-from ..engines.transformers.plan import DTYPES, QUANT_MODES, TRUST_REMOTE_CODE_NOTICE, plan_load
+from ..engines.transformers.plan import TRUST_REMOTE_CODE_NOTICE
 from ..engines.transformers.source import resolve_source
 from ..errors import InvalidOption
 from ..registry import check_name, find_holders, is_name, memory_in_use
 from ..values import EngineInfo
-from ._base import SessionMagics, loading_flags, parse, show
+from ._base import loading_flags, parse, show
+from .settings import SharedSettings, plan_from_flags
 
 
-class ModelMagics(SessionMagics):
-    default_quant = Enum(
-        list(QUANT_MODES), default_value="none", help="Quantization when %llm_load gets no --quant."
-    ).tag(config=True)
-    default_dtype = Enum(
-        list(DTYPES),
-        default_value="auto",
-        help="dtype when %llm_load gets no --dtype; auto picks bfloat16 or float16 for the hardware.",
-    ).tag(config=True)
-    default_device_map = Unicode(
-        None,
-        allow_none=True,
-        help="device_map when %llm_load gets no --device-map (None: auto on CUDA, else cpu).",
-    ).tag(config=True)
-    check_memory = Bool(
-        True, help="Refuse loads whose estimate exceeds free memory (override once with --force)."
-    ).tag(config=True)
+class ModelMagics(SharedSettings):
     remote_connect_timeout = Float(
         5.0,
         min=0.1,
@@ -55,7 +42,6 @@ class ModelMagics(SessionMagics):
     @observe("remote_connect_timeout", "remote_read_timeout")
     def _remote_timeouts_changed(self, change: Any) -> None:
         """A changed timeout reaches the servers already connected, not only the next %llm_load."""
-        from ..engines import remote
 
         timeouts = remote.Timeouts(self.remote_connect_timeout, self.remote_read_timeout)
         for engine in self.registry:
@@ -125,10 +111,8 @@ class ModelMagics(SessionMagics):
         if args.api_key_env or args.tokenizer:
             raise InvalidOption("--api-key-env and --tokenizer go with --endpoint URL.")
         source = resolve_source(args.model, tokenizer_only=args.tokenizer_only)
-        plan = self.plan_from_flags(source, args, revision=args.revision, tokenizer_only=args.tokenizer_only)
+        plan = plan_from_flags(self, source, args, revision=args.revision, tokenizer_only=args.tokenizer_only)
         if args.code:
-            from ..code import load_code
-
             show(CodeBlock(load_code(plan)))
         if args.estimate:
             if args.tokenizer_only:
@@ -169,25 +153,8 @@ class ModelMagics(SessionMagics):
         self.registry.add(engine)
         status.replace_with(ModelCard(engine.describe()))
 
-    def plan_from_flags(
-        self, source: Any, args: Namespace, *, revision: str | None, tokenizer_only: bool = False
-    ) -> Any:
-        """The load plan for `source` from the loading flags, each falling back to its trait."""
-
-        return plan_load(
-            source,
-            quantization=args.quant or self.default_quant,
-            dtype=args.dtype or self.default_dtype,
-            device_map=args.device_map or self.default_device_map,
-            name=args.name,
-            revision=revision,
-            trust_remote_code=args.trust_remote_code,
-            tokenizer_only=tokenizer_only,
-        )
-
     def _load_remote(self, args: Namespace) -> None:
         """%llm_load --endpoint: connect (all the logic is in `engines.remote`), register, show the card."""
-        from ..engines import remote
 
         local_only = (
             "quant",
@@ -228,8 +195,6 @@ class ModelMagics(SessionMagics):
                 "add --as NAME (letters, digits, '.', '_' and '-')."
             )
         if args.code:
-            from ..code import remote_load_code
-
             show(CodeBlock(remote_load_code(engine.endpoint.api, engine.model, engine.key_variable)))
         if engine.name in self.registry and not args.reload:
             engine.close()

@@ -8,22 +8,21 @@ from typing import Any
 from IPython.core.magic import line_cell_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from .. import code, hub
 from ..conversation import check_text
 from ..display.notice import StatusLine
 from ..display.pipe import CodeBlock, PipeResult
-from ..engines import removed_tasks
+from ..engines import pipeline as tasks
 from ..engines.base import Engine
-from ..engines.pipeline import TASKS, PipelineEngine, TextGenerationEngine
+from ..engines.pipeline import removed_tasks
 from ..engines.transformers import TransformersEngine
 from ..engines.transformers.config import load_config
 from ..engines.transformers.generation import generate_kwargs
 from ..engines.transformers.loading import load_weights
 from ..engines.transformers.source import resolve_source
 from ..errors import HubUnreachable, InvalidOption, ModelLoadFailed
-from ..values import GenerationOptions
-from ._base import loading_flags, parse, show
-from .chat import ChatMagics, check_variable_name
-from .models import ModelMagics
+from ._base import check_variable_name, loading_flags, parse, show
+from .settings import SharedSettings, configure_engine, generation_options, plan_from_flags
 
 _GENERATING = ("text-generation", "summarization", "translation")
 _GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
@@ -32,7 +31,7 @@ _AGGREGATIONS = ("none", "simple", "first", "average", "max")
 _NO_TOP_K = ("token-classification", "zero-shot-classification")
 
 
-class PipeMagics(ModelMagics, ChatMagics):
+class PipeMagics(SharedSettings):
     """`%llm_pipe`: loading defaults come from the model traits (`default_quant` …), generation
     defaults from the chat traits (`max_new_tokens`, `temperature` …)."""
 
@@ -110,8 +109,6 @@ class PipeMagics(ModelMagics, ChatMagics):
             %%llm_pipe question-answering --context "Ada Lovelace worked with Charles Babbage in London."
             Where did Ada Lovelace work?
         """
-        from ..engines import pipeline as tasks
-
         args = parse(self.llm_pipe, line, intermixed=True)
         task = tasks.resolve_task(args.task)
         base, languages = removed_tasks.split_languages(task)
@@ -133,7 +130,7 @@ class PipeMagics(ModelMagics, ChatMagics):
         try:
             if engine is None:
                 engine = self._load_pipe(task, plan, args, default, status, config)
-            _check_against_model(engine, task, inputs, options)
+            tasks.check_against_model(engine, task, inputs, options)
             status.update(f"running on {len(inputs) if isinstance(inputs, list) else 1} input(s)")
             raw = self._run_pipe(engine, task, inputs, options)
         except BaseException:
@@ -182,13 +179,13 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _pipe_options(self, task: str, args: Namespace) -> dict[str, Any]:
         """The keyword arguments for the pipeline call; flags that do not apply are refused."""
         base = task.split("_")[0]
-        for owner in TASKS.values():
+        for owner in tasks.TASKS.values():
             for flag in owner.options:
                 if getattr(args, flag) not in (None, False) and base != owner.name:
                     raise InvalidOption(f"--{flag.replace('_', '-')} is for {owner.name}, not {task}.")
-        needs = TASKS[base].needs if base in TASKS else None
+        needs = tasks.TASKS[base].needs if base in tasks.TASKS else None
         if needs is not None and not (getattr(args, needs) or "").strip():
-            raise InvalidOption(f"{base} needs --{needs}, e.g. {TASKS[base].example}.")
+            raise InvalidOption(f"{base} needs --{needs}, e.g. {tasks.TASKS[base].example}.")
         if base not in _GENERATING and base != "question-answering":  # (a chat model answers by generating)
             for flag in _GENERATION_FLAGS:
                 if getattr(args, flag) is not None:
@@ -197,7 +194,7 @@ class PipeMagics(ModelMagics, ChatMagics):
         if base == "zero-shot-classification":
             labels = [label.strip() for label in args.labels.split(",") if label.strip()]
             if not labels:
-                raise InvalidOption(f"--labels {args.labels!r} names no label: {TASKS[base].example}.")
+                raise InvalidOption(f"--labels {args.labels!r} names no label: {tasks.TASKS[base].example}.")
             options["candidate_labels"] = labels
             if args.multi_label:
                 options["multi_label"] = True
@@ -229,11 +226,11 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _generate_options(self, args: Namespace) -> dict[str, Any]:
         """`generate()` keyword arguments from the flags and the chat traits, and the seed if any."""
 
-        generation_options = self.generation_options(args)
-        generation_options.validate()
-        options = generate_kwargs(generation_options)
-        if generation_options.seed is not None:
-            options["seed"] = generation_options.seed
+        chosen = generation_options(self, args)
+        chosen.validate()
+        options = generate_kwargs(chosen)
+        if chosen.seed is not None:
+            options["seed"] = chosen.seed
         return options
 
     def _fit_to_runner(
@@ -270,15 +267,13 @@ class PipeMagics(ModelMagics, ChatMagics):
 
     def _pipe_engine(self, task: str, args: Namespace) -> tuple[Engine | None, Any, bool, Any]:
         """(engine or None to load, its plan, whether it is new, the task default used or None)."""
-        from ..engines import pipeline as tasks
-
         if args.name is not None and args.name in self.registry and args.name != args.model:
             engine = self._named_by_as(task, args)
-            return engine, _plan_of(engine), False, None
+            return engine, tasks.plan_of(engine), False, None
         if args.model is not None and args.model in self.registry:
             engine = self.registry.get(args.model)
             self._check_fits(engine, task)
-            return engine, _plan_of(engine), False, None
+            return engine, tasks.plan_of(engine), False, None
         default = None
         model = args.model
         revision = args.revision
@@ -286,7 +281,7 @@ class PipeMagics(ModelMagics, ChatMagics):
             active = self.registry.active_name
             current = self.registry.get(active) if active is not None else None
             if (
-                _runs_on_chat_models(task)
+                tasks.runs_on_chat_models(task)
                 and isinstance(current, TransformersEngine)
                 and current.model is not None
             ):
@@ -294,11 +289,11 @@ class PipeMagics(ModelMagics, ChatMagics):
             default = tasks.default_model(task)
             model, revision = default[0], revision or default[1]
         source = resolve_source(model)
-        plan = self.plan_from_flags(source, args, revision=revision)
+        plan = plan_from_flags(self, source, args, revision=revision)
         for engine in self.registry:
-            known = _plan_of(engine)
+            known = tasks.plan_of(engine)
             if (
-                _can_run(engine, task)
+                tasks.can_run(engine, task)
                 and known is not None
                 and known.source == plan.source
                 and (known.quantization, known.dtype) == (plan.quantization, plan.dtype)
@@ -317,25 +312,23 @@ class PipeMagics(ModelMagics, ChatMagics):
         --model is given) and it can do the task; otherwise the name is taken, and nothing runs."""
 
         engine = self.registry.get(args.name)
-        known = _plan_of(engine)
+        known = tasks.plan_of(engine)
         same = args.model is None or (
             args.model not in self.registry
             and known is not None
             and resolve_source(args.model) == known.source
         )
-        if same and _can_run(engine, task):
+        if same and tasks.can_run(engine, task):
             return engine
         raise InvalidOption(
             f"--as {args.name}: that name is taken by {engine.describe().source} "
-            f"({_task_of(engine) or 'a chat model'}); pick another NAME for this pipeline, or %llm_unload it first."
+            f"({tasks.task_of(engine) or 'a chat model'}); pick another NAME for this pipeline, or %llm_unload it first."
         )
 
     def _check_fits(self, engine: Engine, task: str) -> None:
-        from ..engines import pipeline as tasks
-
-        if _can_run(engine, task):
+        if tasks.can_run(engine, task):
             return
-        what = _task_of(engine) or "a causal LM"
+        what = tasks.task_of(engine) or "a causal LM"
         needs = (
             "a seq2seq, question-answering or chat model"
             if tasks.is_removed(task)
@@ -348,9 +341,6 @@ class PipeMagics(ModelMagics, ChatMagics):
 
     def _hub_needed(self, error: HubUnreachable, args: Namespace, default: Any) -> HubUnreachable:
         """A default model the hub must give, said in one line: which model, and why it is needed."""
-        from .. import hub
-        from ..engines import pipeline as tasks
-
         typed = args.task.strip().lower()
         why = "HF_HUB_OFFLINE is set" if hub.offline_mode() else "the hub cannot be reached"
         if tasks.is_removed(tasks.resolve_task(typed)):
@@ -369,8 +359,6 @@ class PipeMagics(ModelMagics, ChatMagics):
     ) -> Any:
         """The model config of a task `removed_tasks` runs (None for the others); a model that
         cannot do the task is one line here."""
-        from ..engines import pipeline as tasks
-
         if not tasks.is_removed(task):
             return None
         if engine is not None:
@@ -396,9 +384,6 @@ class PipeMagics(ModelMagics, ChatMagics):
         options: dict[str, Any],
         default: Any,
     ) -> str:
-        from .. import code
-        from ..engines import pipeline as tasks
-
         fallback = engine.describe().source if engine is not None else "MODEL"
         if config is not None:
             return code.removed_task_code(
@@ -418,8 +403,6 @@ class PipeMagics(ModelMagics, ChatMagics):
     def _load_pipe(
         self, task: str, plan: Any, args: Namespace, default: Any, status: StatusLine, config: Any
     ) -> Engine:
-        from ..engines import pipeline as tasks
-
         head = tasks.head_class(task, config)
         try:
             loaded = load_weights(
@@ -443,8 +426,6 @@ class PipeMagics(ModelMagics, ChatMagics):
         return engine
 
     def _run_pipe(self, engine: Engine, task: str, inputs: str | list[str], options: dict[str, Any]) -> Any:
-        from ..engines import pipeline as tasks
-
         name = tasks.task_info(task).name
         if isinstance(engine, (tasks.PipelineEngine, tasks.TextGenerationEngine)) and engine.task == name:
             return engine.run(inputs, **options)
@@ -452,85 +433,10 @@ class PipeMagics(ModelMagics, ChatMagics):
         # model loaded for summarization, now translating): a pipeline over the same objects.
         assert isinstance(engine, (tasks.PipelineEngine, TransformersEngine))
         if isinstance(engine, TransformersEngine):
-            self.configure_engine(engine)
+            configure_engine(self, engine)
         return tasks.run_pipeline(
             tasks.make_pipeline(name, engine.model, engine.tokenizer), inputs, dict(options)
         )
 
 
 __all__ = ["PipeMagics"]
-
-
-def _check_against_model(engine: Engine, task: str, inputs: str | list[str], options: dict[str, Any]) -> None:
-    """Options that only the model can bound, checked before it runs (the engine is not registered
-    yet, so a refusal changes nothing): fill-mask's --top-k within the vocabulary; text-generation's
-    prompt and --max-new-tokens within the context, as %%llm_chat checks them (past it a model with
-    learned positions fails with an IndexError, one with rotary ones never stops)."""
-    from ..engines import pipeline as tasks
-
-    name = tasks.task_info(task).name
-    model = getattr(engine, "model", None)
-    vocabulary = getattr(getattr(model, "config", None), "vocab_size", None)
-    if name == "fill-mask" and isinstance(vocabulary, int) and options.get("top_k", 0) > vocabulary:
-        raise InvalidOption(
-            f"--top-k {options['top_k']}: {engine.name} has {vocabulary:,} tokens to choose from; ask for fewer."
-        )
-    if name != "text-generation" or "max_new_tokens" not in options:
-        return
-    context = engine.context_window()
-    if context is None:
-        return
-    GenerationOptions(max_new_tokens=options["max_new_tokens"]).validate(context)
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is None:
-        return
-    longest = max(
-        len(tokenizer(text)["input_ids"]) for text in ([inputs] if isinstance(inputs, str) else inputs)
-    )
-    if longest + options["max_new_tokens"] > context:
-        raise InvalidOption(
-            f"The input needs {longest} tokens and --max-new-tokens {options['max_new_tokens']} more, but "
-            f"{engine.name}'s context is {context} tokens: shorten the input or lower --max-new-tokens."
-        )
-
-
-def _task_of(engine: Engine) -> str | None:
-    """The pipeline task an engine runs, or None for engines that run none."""
-    return engine.task if isinstance(engine, (PipelineEngine, TextGenerationEngine)) else None
-
-
-def _can_run(engine: Engine, task: str) -> bool:
-    """Whether a loaded engine's model can do `task`: the task it was loaded for; text-generation
-    or a removed task on a chat model; a removed task on a model with a head that does it."""
-    from ..engines import pipeline as tasks
-
-    name = tasks.task_info(task).name
-    if _task_of(engine) == name:
-        return True
-    model = (
-        getattr(engine, "model", None) if isinstance(engine, (PipelineEngine, TransformersEngine)) else None
-    )
-    if model is None:
-        return False
-    if isinstance(engine, TransformersEngine):
-        return _runs_on_chat_models(task)
-    # A pipeline engine holds a task head: a seq2seq or extractive one may do a removed task too.
-    if not tasks.is_removed(task) or removed_tasks.runner_for(model.config) is removed_tasks.Runner.CHAT:
-        return False
-    try:
-        tasks.head_class(task, model.config)
-    except InvalidOption:
-        return False
-    return True
-
-
-def _runs_on_chat_models(task: str) -> bool:
-    """text-generation, and the tasks transformers removed, run on a chat model already loaded."""
-    from ..engines import pipeline as tasks
-
-    return task == "text-generation" or tasks.is_removed(task)
-
-
-def _plan_of(engine: Engine) -> Any:
-    """The load plan of an in-process engine (what `--code` prints), or None for a remote one."""
-    return engine.plan if isinstance(engine, (PipelineEngine, TransformersEngine)) else None

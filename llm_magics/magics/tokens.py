@@ -9,11 +9,14 @@ from IPython.core.magic import line_cell_magic, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int
 
+from ..code import tokens_code
 from ..display.pipe import CodeBlock
+from ..display.tokens import TokenExplorer, TokenView
 from ..engines.base import Chats, Engine, ScoresTokens, Tokenizes, require
 from ..engines.transformers import TokenizerEngine
 from ..errors import InvalidOption
-from ..prompts import has_chat_template
+from ..prompts import has_chat_template, render_plain
+from ..tokens import EXAMPLE_CONVERSATION, analyse, analyse_chat, with_probabilities
 from ._base import SessionMagics, parse, show
 
 
@@ -136,8 +139,6 @@ class TokenMagics(SessionMagics):
                 )
             engines = [engine] + ([self._tokenizing(args.compare)] if args.compare else [])
             if args.code:
-                from ..code import tokens_code
-
                 show(CodeBlock(tokens_code(engine.plan, text, fallback=engine.describe().source)))
             self._show_text(engines, text, show_ids, max_tokens, args.probs)
 
@@ -146,8 +147,6 @@ class TokenMagics(SessionMagics):
 
     def _show_text(self, engines: list[Any], text: str, show_ids: bool, max_tokens: int, probs: bool) -> None:
         """%tokens TEXT: one view per tokenizer, coloured by probability with --probs."""
-        from ..display.tokens import TokenView
-        from ..tokens import analyse, with_probabilities
 
         if probs:
             for engine in engines:
@@ -168,9 +167,6 @@ class TokenMagics(SessionMagics):
 
     def _show_chat(self, engine: Any, show_ids: bool, max_tokens: int) -> None:
         """%tokens --chat: the conversation exactly as the chat template feeds it to the model."""
-        from ..display.tokens import TokenView
-        from ..prompts import render_plain
-        from ..tokens import analyse_chat
 
         messages, example = _conversation(engine)
         view = analyse_chat(
@@ -194,8 +190,6 @@ class TokenMagics(SessionMagics):
 
     def _show_live(self, engine: Any, text: str, show_ids: bool, max_tokens: int) -> None:
         """%tokens --live: an explorer that re-tokenises as you type, over every loaded tokenizer."""
-        from ..display.tokens import TokenExplorer, TokenView
-        from ..tokens import analyse
 
         by_name = {item.name: item for item in self.registry if isinstance(item, Tokenizes)}
 
@@ -218,7 +212,6 @@ def _conversation(engine: Engine) -> tuple[list[dict[str, str]], bool]:
 
     A system message alone is not a conversation yet: it is kept, and example turns follow it.
     """
-    from ..tokens import EXAMPLE_CONVERSATION
 
     messages = list(engine.session.conversation.messages) if isinstance(engine, Chats) else []
     if any(message.get("role") != "system" for message in messages):

@@ -180,17 +180,7 @@ def next_token_steps(
     if sample and seed is None:
         seed = int(torch.seed() % 2**63)
         notes.append(f"No --seed given: this run used --seed {seed}; give it to get the same tokens again.")
-    chooser: Chooser
-    if server_draws:
-        assert seed is not None
-        # Enough listed tokens for the runners-up, and for top-k: then the drawn token is listed.
-        listed = max(runners_up + 1, sampling.top_k, 1)
-        chooser = ServerDrawChooser(engine, sampling, runners_up, listed, seed)
-    elif partial:
-        chooser = ServerGreedyChooser(engine, sampling, runners_up)
-    else:
-        generator = torch.Generator().manual_seed(seed) if sample and seed is not None else None
-        chooser = LogitsChooser(engine, sampling, runners_up, generator)
+    chooser = _chooser(engine, sampling, runners_up, sample, seed, server_draws=server_draws, partial=partial)
     done, end = _walk(engine.tokenizer, ids, steps, chooser)
     if isinstance(chooser, ServerDrawChooser):
         notes.append(_drawn_note(chooser.listed, sampling, seed, chooser.exact))
@@ -209,6 +199,31 @@ def next_token_steps(
         notes=tuple(notes),
         exact_sampling=chooser.exact,
     )
+
+
+def _chooser(
+    engine: Any,
+    sampling: Sampling,
+    runners_up: int,
+    sample: bool,
+    seed: int | None,
+    *,
+    server_draws: bool,
+    partial: bool,
+) -> Chooser:
+    """Who picks each token: the server drawing it, the server's listed top for greedy, or our own
+    arithmetic over the full logits (with a seeded generator when sampling)."""
+    import torch
+
+    if server_draws:
+        assert seed is not None
+        # Enough listed tokens for the runners-up, and for top-k: then the drawn token is listed.
+        listed = max(runners_up + 1, sampling.top_k, 1)
+        return ServerDrawChooser(engine, sampling, runners_up, listed, seed)
+    if partial:
+        return ServerGreedyChooser(engine, sampling, runners_up)
+    generator = torch.Generator().manual_seed(seed) if sample and seed is not None else None
+    return LogitsChooser(engine, sampling, runners_up, generator)
 
 
 def _checked_sampling(

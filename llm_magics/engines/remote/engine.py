@@ -33,10 +33,19 @@ from .client import Server
 from .dialects import VLLM_DEFAULT_MAX_LOGPROBS, Dialect, dialect_for
 from .endpoint import Endpoint, Timeouts
 from .served import ServedModels, ServerKind, listing, read_models
-from .stream import Utf16Halves
+from .stream import StreamedReply
 from .tokenizer import ServerTokenizer
 
 _FINISH = {"stop": None, "length": FinishReason.LENGTH, "abort": FinishReason.INTERRUPTED}
+
+
+def _replaced_halves_note(replaced: int) -> list[str]:
+    if not replaced:
+        return []
+    plural = "s" if replaced > 1 else ""
+    return [
+        f"the server sent {replaced} lone UTF-16 half (surrogate){plural}, shown as \N{REPLACEMENT CHARACTER}"
+    ]
 
 
 class ServerScores:
@@ -302,72 +311,52 @@ class RemoteEngine:
         """Send the request, read the stream, and close it in every case (a break would leave the
         server generating for nobody until the reply ended). `on_choice` sees every streamed choice
         (the log-probabilities that come with it)."""
-        stats = Stats(prompt_tokens=0)
-        clock = self.clock
-        started = clock()
-        text, pieces = "", 0
-        finish: str | None = None
-        usage: Any = None
-        interrupted = False
-        problem: str | None = None
+        read = StreamedReply(piece_of, on_text, on_choice, self.clock)
+        interrupted, problem = False, None
         stream: Any = None
-        halves = Utf16Halves()
         try:
-            try:
-                with self._server.errors():
-                    stream = create()
-                    for chunk in stream:
-                        if getattr(chunk, "usage", None) is not None:
-                            usage = chunk.usage
-                        # Usage-only chunks have no choices at all.
-                        for choice in getattr(chunk, "choices", None) or []:
-                            if on_choice is not None:
-                                on_choice(choice)
-                            piece = halves.feed(piece_of(choice) or "")
-                            if piece:
-                                if stats.time_to_first_token is None:
-                                    stats.time_to_first_token = clock() - started
-                                text += piece
-                                pieces += 1
-                                if on_text is not None:
-                                    on_text(text)
-                            if getattr(choice, "finish_reason", None):
-                                finish = choice.finish_reason
-            except KeyboardInterrupt:
-                interrupted = True
-            except RemoteError as exc:
-                if not text:
-                    if isinstance(exc, ModelNotServed):
-                        raise self._model_gone(exc) from exc
-                    raise
-                interrupted, problem = True, str(exc)
+            with self._server.errors():
+                stream = create()
+                for chunk in stream:
+                    read.take(chunk)
+        except KeyboardInterrupt:
+            interrupted = True
+        except RemoteError as exc:
+            if not read.text:
+                if isinstance(exc, ModelNotServed):
+                    raise self._model_gone(exc) from exc
+                raise
+            interrupted, problem = True, str(exc)
         finally:
             if stream is not None:
                 stream.close()
-            stats.seconds = clock() - started
-        text += halves.flush()
-        if finish is None and not interrupted:
+        seconds = self.clock() - read.started
+        read.end()
+        if read.finish is None and not interrupted:
             # The stream ended without saying why: the server went away mid-reply.
-            if not text:
+            if not read.text:
                 raise ServerDisconnected(f"{self.endpoint.url} closed the stream before any reply came.")
             interrupted, problem = True, f"{self.endpoint.url} closed the stream before the reply ended."
-        if usage is not None:
-            stats.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-            stats.new_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        else:
-            # An interrupted stream has no usage: count the text with a local tokenizer where
-            # there is one, else the chunks (servers send about one token each). The prompt's
-            # count is unknown then (0).
-            counted = self._count_text(text) if text else 0
-            stats.new_tokens = pieces if counted is None else counted
-        reason = FinishReason.INTERRUPTED if interrupted else _FINISH.get(finish or "stop") or eos_reason
-        notes = []
-        if halves.replaced:
-            notes.append(
-                f"the server sent {halves.replaced} lone UTF-16 half (surrogate){'s' if halves.replaced > 1 else ''}, "
-                "shown as �"
-            )
-        return Reply(text=text, finish_reason=reason, stats=stats, problem=problem, notes=notes)
+        reason = FinishReason.INTERRUPTED if interrupted else _FINISH.get(read.finish or "stop") or eos_reason
+        return Reply(
+            text=read.text,
+            finish_reason=reason,
+            stats=self._stats(read, seconds),
+            problem=problem,
+            notes=_replaced_halves_note(read.halves.replaced),
+        )
+
+    def _stats(self, read: StreamedReply, seconds: float) -> Stats:
+        stats = Stats(prompt_tokens=0, seconds=seconds, time_to_first_token=read.first_piece_after)
+        if read.usage is not None:
+            stats.prompt_tokens = int(getattr(read.usage, "prompt_tokens", 0) or 0)
+            stats.new_tokens = int(getattr(read.usage, "completion_tokens", 0) or 0)
+            return stats
+        # An interrupted stream has no usage: count the text with a local tokenizer where there is
+        # one, else the chunks (servers send about one token each). The prompt's count is unknown (0).
+        counted = self._count_text(read.text) if read.text else 0
+        stats.new_tokens = read.pieces if counted is None else counted
+        return stats
 
     def _model_gone(self, error: ModelNotServed) -> ModelNotServed:
         """A 404 on a generation route: say what the server serves now."""

@@ -123,3 +123,48 @@ class Utf16Halves:
         joined = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
         self.replaced += joined.count("\ufffd") - text.count("\ufffd")
         return joined
+
+
+class StreamedReply:
+    """A chat or completion stream read chunk by chunk: the text so far (UTF-16 halves joined),
+    how many pieces it came in, when the first came, why the server ended it, and its usage."""
+
+    def __init__(
+        self,
+        piece_of: Callable[[Any], str | None],
+        on_text: Callable[[str], None] | None,
+        on_choice: Callable[[Any], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.piece_of, self.on_text, self.on_choice, self.clock = piece_of, on_text, on_choice, clock
+        self.started = clock()
+        self.first_piece_after: float | None = None
+        self.text = ""
+        self.pieces = 0
+        self.finish: str | None = None
+        self.usage: Any = None
+        self.halves = Utf16Halves()
+
+    def take(self, chunk: Any) -> None:
+        if getattr(chunk, "usage", None) is not None:
+            self.usage = chunk.usage
+        # Usage-only chunks have no choices at all.
+        for choice in getattr(chunk, "choices", None) or []:
+            if self.on_choice is not None:
+                self.on_choice(choice)
+            self._add(self.halves.feed(self.piece_of(choice) or ""))
+            if getattr(choice, "finish_reason", None):
+                self.finish = choice.finish_reason
+
+    def end(self) -> None:
+        self.text += self.halves.flush()
+
+    def _add(self, piece: str) -> None:
+        if not piece:
+            return
+        if self.first_piece_after is None:
+            self.first_piece_after = self.clock() - self.started
+        self.text += piece
+        self.pieces += 1
+        if self.on_text is not None:
+            self.on_text(self.text)

@@ -19,6 +19,7 @@ from ...conversation import Conversation
 from ...errors import InvalidOption
 from ...prompts import context_length_of
 from ...values import (
+    DecodingMode,
     EngineInfo,
     EngineSettings,
     FinishReason,
@@ -28,7 +29,6 @@ from ...values import (
     TextCallback,
     TokenScores,
 )
-from . import decoding
 from .generation import generate
 from .scoring import token_probabilities
 
@@ -71,7 +71,7 @@ class TransformersEngine(TokenizerEngine):
     def __init__(self, info: EngineInfo, tokenizer: Any, model: Any) -> None:
         super().__init__(info, tokenizer)
         self._model = model
-        self.cpu_decoding = decoding.EXACT
+        self.cpu_decoding = DecodingMode.EXACT
         self.reuse_cache = True
         self.clock: Callable[[], float] = time.perf_counter
         self._session: TransformersChatSession | None = None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import GenerationFailed
-from ...values import FinishReason, GenerationOptions, Reply, Stats, TextCallback
+from ...values import DecodingMode, FinishReason, GenerationOptions, Reply, Stats, TextCallback
 from . import decoding
 from .scoring import scores_from_logits
 
@@ -45,7 +45,7 @@ def generate_kwargs(options: GenerationOptions) -> dict[str, Any]:
     return kwargs
 
 
-class _Streamer:
+class Streamer:
     """Takes token ids from `generate` and passes the reply's text so far to `on_text`.
 
     `generate` calls `put` with the prompt first, then with each new token, and `end` when done
@@ -221,6 +221,91 @@ class Generation:
     cached_ids: list[int] = field(default_factory=list)
 
 
+def _prepared_cache(
+    model: Any, cache: Any, cached_ids: Sequence[int], prompt_ids: list[int], keep_cache: bool, growing: bool
+) -> tuple[Any, int]:
+    """The cache this call runs with (None: generate makes its own) and how many prompt tokens it reuses."""
+    reused = 0
+    if keep_cache:
+        cache, reused = _reuse(cache, list(cached_ids), prompt_ids)
+    else:
+        cache = None
+    if cache is None and (keep_cache or growing):
+        cache = decoding.new_cache(model, growing=growing)
+    return cache, reused
+
+
+def _call_kwargs(
+    model: Any, tokenizer: Any, options: GenerationOptions, cache: Any, stop_strings: Sequence[str]
+) -> dict[str, Any]:
+    """Everything `model.generate` is called with besides the prompt and the streamer."""
+    kwargs = generate_kwargs(options)
+    if cache is not None:
+        kwargs[cache_keyword()] = cache
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    if (
+        getattr(model.generation_config, "pad_token_id", None) is None
+        and getattr(tokenizer, "eos_token_id", None) is not None
+    ):
+        # Without it transformers logs a warning on every call; with batch size 1 it changes nothing.
+        kwargs["pad_token_id"] = tokenizer.eos_token_id
+    if options.keep_scores:
+        kwargs.update(output_logits=True, return_dict_in_generate=True)
+    return kwargs
+
+
+def _run(
+    model: Any, prompt_ids: list[int], streamer: Streamer, kwargs: dict[str, Any], fast_attention: bool
+) -> tuple[Any, bool]:
+    """`model.generate`'s output (None when interrupted) and whether a KeyboardInterrupt stopped it."""
+    import torch
+
+    device = getattr(model, "device", "cpu")
+    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    try:
+        # inference_mode, not generate's own no_grad: no autograd bookkeeping on any tensor.
+        with torch.inference_mode(), decoding.fast_attention(model) if fast_attention else nullcontext():
+            output = model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
+            )
+    except KeyboardInterrupt:
+        return None, True
+    except torch.OutOfMemoryError as exc:
+        raise GenerationFailed(
+            "Out of memory while generating; nothing was added to the conversation. "
+            "Lower --max-new-tokens, start afresh with --new, or load the model with --quant 4bit."
+        ) from exc
+    return output, False
+
+
+def _finish_reason(
+    model: Any,
+    tokenizer: Any,
+    streamer: Streamer,
+    options: GenerationOptions,
+    interrupted: bool,
+    eos_reason: FinishReason,
+) -> FinishReason:
+    new_ids = streamer.ids
+    if interrupted:
+        return FinishReason.INTERRUPTED
+    if (new_ids and new_ids[-1] in _eos_ids(model, tokenizer)) or streamer.stopped_by_string():
+        return eos_reason
+    if len(new_ids) >= options.max_new_tokens:
+        return FinishReason.LENGTH
+    return eos_reason
+
+
+def _kept(reply: Reply, cache: Any, ids: list[int], interrupted: bool) -> Generation:
+    """The generation with its cache for the next call; after an interrupt only the positions every
+    layer holds are usable (see `_crop`), and a cache that cannot go back is dropped."""
+    covered = min(_layer_lengths(cache))
+    if interrupted and not _crop(cache, covered):
+        return Generation(reply)
+    return Generation(reply, cache, ids[:covered])
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -234,7 +319,7 @@ def generate(
     stop_strings: Sequence[str] = (),
     eos_reason: FinishReason = FinishReason.END_OF_TURN,
     clock: Callable[[], float] = time.perf_counter,
-    cpu_decoding: str = decoding.EXACT,
+    cpu_decoding: DecodingMode = DecodingMode.EXACT,
 ) -> Generation:
     """Generate from `prompt_ids` in this thread, streaming the text to `on_text`.
 
@@ -248,50 +333,17 @@ def generate(
     import torch
 
     options.validate()
-    streamer = _Streamer(tokenizer, on_text, stop_strings, clock)
-    kwargs = generate_kwargs(options)
+    streamer = Streamer(tokenizer, on_text, stop_strings, clock)
     growing, fast_attention = decoding.plan(model, cpu_decoding)
-    reused = 0
-    if keep_cache:
-        cache, reused = _reuse(cache, list(cached_ids), prompt_ids)
-    else:
-        cache = None
-    if cache is None and (keep_cache or growing):
-        cache = decoding.new_cache(model, growing=growing)
-    if cache is not None:
-        kwargs[cache_keyword()] = cache
-    if stop_strings:
-        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
-    if (
-        getattr(model.generation_config, "pad_token_id", None) is None
-        and getattr(tokenizer, "eos_token_id", None) is not None
-    ):
-        # Without it transformers logs a warning on every call; with batch size 1 it changes nothing.
-        kwargs["pad_token_id"] = tokenizer.eos_token_id
+    cache, reused = _prepared_cache(model, cache, cached_ids, prompt_ids, keep_cache, growing)
+    kwargs = _call_kwargs(model, tokenizer, options, cache, stop_strings)
     if options.seed is not None:
         torch.manual_seed(options.seed)
-    if options.keep_scores:
-        kwargs.update(output_logits=True, return_dict_in_generate=True)
 
-    device = getattr(model, "device", "cpu")
-    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
     stats = Stats(prompt_tokens=len(prompt_ids), reused_tokens=reused)
     started = clock()
-    interrupted = False
-    output: Any = None
     try:
-        # inference_mode, not generate's own no_grad: no autograd bookkeeping on any tensor.
-        with torch.inference_mode(), decoding.fast_attention(model) if fast_attention else nullcontext():
-            output = model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=streamer, **kwargs
-            )
-    except KeyboardInterrupt:
-        interrupted = True
-    except torch.OutOfMemoryError as exc:
-        raise GenerationFailed(
-            "Out of memory while generating; nothing was added to the conversation. "
-            "Lower --max-new-tokens, start afresh with --new, or load the model with --quant 4bit."
-        ) from exc
+        output, interrupted = _run(model, prompt_ids, streamer, kwargs, fast_attention)
     finally:
         stats.seconds = clock() - started
     new_ids = streamer.ids
@@ -299,17 +351,10 @@ def generate(
     if streamer.first_token_at is not None:
         stats.time_to_first_token = streamer.first_token_at - started
     text = streamer.visible_text(final=True)
-    if interrupted:
-        reason = FinishReason.INTERRUPTED
-    elif (new_ids and new_ids[-1] in _eos_ids(model, tokenizer)) or streamer.stopped_by_string():
-        reason = eos_reason
-    elif len(new_ids) >= options.max_new_tokens:
-        reason = FinishReason.LENGTH
-    else:
-        reason = eos_reason
-    if stop_strings:
-        text = text.strip()
-    reply = Reply(text=text, finish_reason=reason, stats=stats, token_ids=new_ids)
+    reason = _finish_reason(model, tokenizer, streamer, options, interrupted, eos_reason)
+    reply = Reply(
+        text=text.strip() if stop_strings else text, finish_reason=reason, stats=stats, token_ids=new_ids
+    )
     logits = getattr(output, "logits", None) if options.keep_scores else None
     if logits is not None:
         reply.scores = scores_from_logits(
@@ -317,11 +362,7 @@ def generate(
         )
     if not keep_cache:
         return Generation(reply)
-    # After an interrupt only the positions every layer holds are usable (see `_crop`).
-    covered = min(_layer_lengths(cache))
-    if interrupted and not _crop(cache, covered):
-        return Generation(reply)
-    return Generation(reply, cache, (list(prompt_ids) + new_ids)[:covered])
+    return _kept(reply, cache, list(prompt_ids) + new_ids, interrupted)
 
 
 __all__ = ["Generation", "cache_keyword", "generate", "generate_kwargs"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from ...errors import InsufficientMemory, ModelLoadFailed
 from .config import load_config
 from .failures import reason_of
@@ -67,7 +69,6 @@ def available_memory(hardware: Hardware) -> tuple[int, str]:
 
         free = sum(torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count()))
         return free, f"free on {hardware.cuda_name or 'the GPU'}"
-    import psutil
 
     return int(psutil.virtual_memory().available), "available system RAM"
 

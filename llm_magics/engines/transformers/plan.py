@@ -61,6 +61,10 @@ def plan_load(
         raise InvalidOption(f"Unknown --quant {quantization!r}: choose one of {', '.join(QUANT_MODES)}.")
     if dtype not in DTYPES:
         raise InvalidOption(f"Unknown --dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
+    if device_map is not None and not device_map.strip():
+        raise InvalidOption(
+            "--device-map needs a value, e.g. auto, cpu or cuda:0 (leave it out for the default)."
+        )
     if name is not None and not re.match(r"^[\w.-]+$", name):
         raise InvalidOption(f"--as {name!r}: use letters, digits, '.', '_' and '-' only.")
     # After the options: a typo is reported as such even where transformers is missing.

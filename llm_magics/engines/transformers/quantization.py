@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from packaging.version import Version
+
 from ...errors import QuantizationUnavailable
 from .failures import reason_of
 from .plan import LoadPlan, Quantization
@@ -19,7 +21,6 @@ def require_bitsandbytes(plan: LoadPlan) -> None:
         ) from None
     except Exception as error:  # a broken install raises all sorts of things on import
         raise QuantizationUnavailable(f"bitsandbytes failed to import: {reason_of(error)}") from None
-    from packaging.version import Version
 
     if plan.hardware.device == "cpu" and Version(bitsandbytes.__version__) < Version("0.48"):
         raise QuantizationUnavailable(

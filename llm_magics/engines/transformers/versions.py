@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
+from packaging.version import Version
+
 from ...errors import TransformersUnsupported
 
 #: The oldest transformers the package is tested with (`make test-colab COLAB_TRANSFORMERS=5.0.0`);
@@ -11,7 +15,6 @@ MIN_TRANSFORMERS = (5, 0)
 
 def installed_transformers() -> str | None:
     """The installed transformers version, read without importing it (None when it is missing)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("transformers")
@@ -27,7 +30,6 @@ def require_transformers() -> None:
     if installed is None:
         raise TransformersUnsupported(f"transformers is not installed: {install}.")
     # packaging comes with transformers (one of its own dependencies).
-    from packaging.version import Version
 
     if Version(installed).release[:2] < MIN_TRANSFORMERS:
         raise TransformersUnsupported(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ def check_pickle_archive(location: str | Path, access: dict[str, Any]) -> None:
     torch has written pickle weights as zip archives since 1.6; a file in the legacy format (not a
     zip at all) is left to torch.
     """
-    import zipfile
 
     if not isinstance(location, Path) or not weights_are_pickles(location, access):
         return

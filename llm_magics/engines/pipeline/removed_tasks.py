@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ..errors import InvalidOption
+from ...errors import InvalidOption
+from ...prompts import encode_messages, has_chat_template
 
 
 class Runner(str, Enum):
@@ -327,8 +328,6 @@ class ChatTask:
     unless sampling was asked for (what transformers' migration guide advises)."""
 
     def __init__(self, task: str, model: Any, tokenizer: Any) -> None:
-        from ..prompts import has_chat_template
-
         if not has_chat_template(tokenizer):
             raise InvalidOption(
                 f"{task} on a causal LM needs a chat model (one with a chat template): load an instruct "
@@ -345,8 +344,6 @@ class ChatTask:
         context: str | None = None,
         **options: Any,
     ) -> Any:
-        from ..prompts import encode_messages
-
         languages = (src_lang, tgt_lang) if src_lang and tgt_lang else None
         given = question if self.task == "question-answering" else inputs
         assert given is not None
@@ -361,7 +358,7 @@ class ChatTask:
             )
             produced = self.tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True).strip()
             if self.task == "question-answering":
-                results.append(_located(produced, context or ""))
+                results.append(located_answer(produced, context or ""))
             else:
                 results.append({REMOVED_TASKS[self.task].output_key: produced})
         if self.task == "question-answering":
@@ -401,7 +398,7 @@ def chat_prompt(
 ANSWER_LABELS = ("answer:", "a:")
 
 
-def _located(answer: str, context: str) -> dict[str, Any]:
+def located_answer(answer: str, context: str) -> dict[str, Any]:
     """A generated answer in the extractive shape: where it first occurs in the context (so it can
     be highlighted), or None when the model did not quote the context; no score."""
     label = next((label for label in ANSWER_LABELS if answer.lower().startswith(label)), None)
