@@ -300,9 +300,7 @@ def tokenization_lesson() -> nbformat.NotebookNode:
                 "its runners-up in a tooltip, and for the least likely tokens what the reply would "
                 "have said had it taken another."
             ),
-            code(
-                "%%llm_chat smollm2-135m --alternatives --new --max-new-tokens 12 --temperature 0\nName a colour."
-            ),
+            code("%%llm_chat smollm2-135m --alternatives --new --max-new-tokens 12 --temperature 0\nName a colour."),
             code(
                 "import llm_magics\n\n"
                 "seen = llm_magics.attention('The cat sat on the mat', name='smollm2-135m')\n"
