@@ -44,6 +44,7 @@ HEAVY = frozenset(
         "safetensors",
         "gguf",
         "jinja2",
+        "markdown_it",
         "numpy",
         "ipywidgets",
         "IPython",

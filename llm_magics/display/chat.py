@@ -18,8 +18,6 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, TextIO
 
-from markdown_it import MarkdownIt
-
 from ..values import FinishReason, Reply, Stats
 
 
@@ -44,6 +42,8 @@ def render_markdown(text: str) -> str:
     """HTML for Markdown `text`; raw HTML in it is escaped, and images become plain links."""
     global _markdown
     if _markdown is None:
+        from markdown_it import MarkdownIt  # 30 ms, paid at the first reply rather than at %load_ext
+
         # Images are off so a reply never makes the page fetch a remote URL; they show as links.
         # Single newlines are line breaks, as in chat front ends: poems and addresses keep their lines.
         _markdown = (
