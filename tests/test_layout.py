@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
+import llm_magics
+
 pytestmark = pytest.mark.torchfree
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "llm_magics"
+# The package as imported: the source tree here, the installed wheel in `make test-colab`/`test-py313`.
+PACKAGE = Path(llm_magics.__file__).resolve().parent
 
 #: Bottom to top; a module may import from its own layer and those below it.
 LAYERS = (
@@ -66,7 +69,7 @@ class Module:
 
 
 def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -113,6 +116,10 @@ def modules() -> dict[str, Module]:
     return found
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(PACKAGE.parent if path.is_relative_to(PACKAGE) else ROOT))
+
+
 def _layer(name: str) -> int:
     parts = name.split(".")
     first = parts[1] if len(parts) > 1 else ""
@@ -155,7 +162,7 @@ def test_every_module_belongs_to_a_layer():
 
 def test_imports_point_down_the_layers():
     upward = [
-        f"{module.path.relative_to(ROOT)}:{line} imports {target} (layer {_layer(target)} above {_layer(module.name)})"
+        f"{_shown(module.path)}:{line} imports {target} (layer {_layer(target)} above {_layer(module.name)})"
         for module in modules().values()
         for target, _, line in module.top_imports + module.function_imports
         if _internal(target) and _layer(_owner(target)) > _layer(module.name)
@@ -211,13 +218,13 @@ def test_every_function_is_short_enough_to_read_at_once():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 count = _code_lines(lines, node)
                 if count > MAX_FUNCTION_LINES:
-                    long.append(f"{module.path.relative_to(ROOT)}:{node.lineno} {node.name}: {count} lines")
+                    long.append(f"{_shown(module.path)}:{node.lineno} {node.name}: {count} lines")
     assert not long, "\n" + "\n".join(long)
 
 
 def test_every_module_is_short_enough_to_find_ones_way_in():
     long = [
-        f"{module.path.relative_to(ROOT)}: {count} lines"
+        f"{_shown(module.path)}: {count} lines"
         for module in modules().values()
         if (count := len(module.path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
     ]
@@ -230,9 +237,7 @@ def test_function_level_imports_are_only_of_what_load_ext_must_not_pay_for():
         for target, names, line in module.function_imports:
             heavy = _imports_heavy(_owner(target)) if _internal(target) else target.split(".")[0] in HEAVY
             if not heavy:
-                light.append(
-                    f"{module.path.relative_to(ROOT)}:{line} imports {target} {names or ''}".rstrip()
-                )
+                light.append(f"{_shown(module.path)}:{line} imports {target} {names or ''}".rstrip())
     assert not light, "\n" + "\n".join(light)
 
 
@@ -272,9 +277,7 @@ def test_no_private_name_is_used_outside_its_module():
                     if f"{target}.{alias.name}" in modules() or _is_file_beside(f"{target}.{alias.name}"):
                         module_aliases.add(alias.asname or alias.name)
                     elif _private(alias.name):
-                        crossing.append(
-                            f"{path.relative_to(ROOT)}:{node.lineno} imports {target}.{alias.name}"
-                        )
+                        crossing.append(f"{_shown(path)}:{node.lineno} imports {target}.{alias.name}")
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if _ours(alias.name) and alias.asname:
@@ -286,7 +289,7 @@ def test_no_private_name_is_used_outside_its_module():
                 and isinstance(node.value, ast.Name)
                 and node.value.id in module_aliases
             ):
-                crossing.append(f"{path.relative_to(ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}")
+                crossing.append(f"{_shown(path)}:{node.lineno} uses {node.value.id}.{node.attr}")
     assert not crossing, "\n" + "\n".join(crossing)
 
 
