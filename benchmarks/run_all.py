@@ -16,7 +16,7 @@ from benchmarks import (
     bench_memory,
     bench_peers,
     bench_tokens,
-    gpu_check,
+    gpu_report,
 )
 from benchmarks.common import RESULTS, ROOT, Section, write_results
 
@@ -26,8 +26,8 @@ class KeptGpuSection:
 
     def markdown(self) -> str:
         text = RESULTS.read_text(encoding="utf-8")
-        kept = text.split(gpu_check.START, 1)[1].split(gpu_check.END, 1)[0]
-        return f"{gpu_check.START}{kept}{gpu_check.END}\n"
+        kept = text.split(gpu_report.START, 1)[1].split(gpu_report.END, 1)[0]
+        return f"{gpu_report.START}{kept}{gpu_report.END}\n"
 
 
 def main(argv: list[str]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .conversation import Message
 from .engines.pipeline import removed_tasks
+from .engines.pipeline.names import PipeTask, TaskName
 from .engines.transformers.generation import generate_kwargs
 from .engines.transformers.quantization import COMPUTE_DTYPE_KEY, bitsandbytes_settings
 from .engines.transformers.source import SourceKind
@@ -202,20 +203,20 @@ def tokens_code(plan: Any, text: str, *, fallback: str = "MODEL") -> str:
 
 
 _PIPE_VARIABLES = {
-    "text-classification": "classifier",
-    "sentiment-analysis": "classifier",
-    "zero-shot-classification": "classifier",
-    "text-generation": "generator",
-    "fill-mask": "unmasker",
-    "token-classification": "ner",
-    "ner": "ner",
-    "question-answering": "qa",
-    "summarization": "summarizer",
+    TaskName.TEXT_CLASSIFICATION: "classifier",
+    TaskName.ZERO_SHOT_CLASSIFICATION: "classifier",
+    TaskName.TEXT_GENERATION: "generator",
+    TaskName.FILL_MASK: "unmasker",
+    TaskName.TOKEN_CLASSIFICATION: "ner",
+    TaskName.QUESTION_ANSWERING: "qa",
+    TaskName.SUMMARIZATION: "summarizer",
+    TaskName.TRANSLATION: "translator",
 }
 
 
 def pipeline_code(
-    task: str,
+    task: PipeTask,
+    written: str,
     plan: Any,
     inputs: str | Sequence[str],
     options: dict[str, Any],
@@ -226,25 +227,26 @@ def pipeline_code(
 ) -> str:
     """`%llm_pipe`: `pipeline(task, model=...)` and the call with the options used.
 
+    `written` is the task as the cell spelled it (`ner`, `sentiment-analysis`), which the code keeps;
     `default` is the task's default (id, revision) when no --model was given; `over_loaded_model`
     when the pipeline wraps a model already loaded (a chat model, a GGUF): then the code loads it as
     `%llm_load --code` shows, and hands the objects to `pipeline`.
     """
-    variable = _PIPE_VARIABLES.get(task, "translator" if task.startswith("translation") else "pipe")
+    variable = _PIPE_VARIABLES[task.name]
     source = getattr(plan, "source", None)
     lines: list[str] = []
     if over_loaded_model or (source is not None and source.kind is SourceKind.GGUF):
         lines += [load_code(plan, fallback=fallback), "from transformers import pipeline", ""]
-        lines.append(f"{variable} = pipeline({task!r}, model=model, tokenizer=tokenizer)")
+        lines.append(f"{variable} = pipeline({written!r}, model=model, tokenizer=tokenizer)")
     else:
         quantization = _quantization(plan)
         names = ["pipeline"] + (["BitsAndBytesConfig"] if quantization else [])
         lines += ["import torch", f"from transformers import {', '.join(names)}", ""]
         location, access = _location(plan, fallback)
         if default is not None:
-            lines.append(f"# pipeline({task!r}) with no model picks this same default")
+            lines.append(f"# pipeline({written!r}) with no model picks this same default")
         lines += location
-        pairs = [("", repr(task)), ("model", "model_id"), *access]
+        pairs = [("", repr(written)), ("model", "model_id"), *access]
         if plan is not None:
             pairs.append(("dtype", f"torch.{plan.dtype}"))
             if plan.device_map:
@@ -264,7 +266,7 @@ def pipeline_code(
 
 
 def removed_task_code(
-    task: str,
+    task: PipeTask,
     runner: Any,
     plan: Any,
     config: Any,
@@ -275,7 +277,7 @@ def removed_task_code(
 ) -> str:
     """`%llm_pipe` for a task transformers 5 removed: what `removed_tasks` runs, written out (there
     is no `pipeline(...)` line to show any more)."""
-    base, languages = removed_tasks.split_languages(task)
+    base, languages = task.name, task.languages
     options = dict(options)
     options.pop("src_lang", None), options.pop("tgt_lang", None)
     seed = options.pop("seed", None)
@@ -288,7 +290,7 @@ def removed_task_code(
     lines = [
         load_code(plan, fallback=fallback, auto_class=auto_class),
         "",
-        f"# transformers 5 removed pipeline({base!r}); this is what it did, written out.",
+        f"# transformers 5 removed pipeline({base.value!r}); this is what it did, written out.",
     ]
     if seed is not None:
         lines.append(f"torch.manual_seed({seed})")
@@ -306,7 +308,7 @@ def removed_task_code(
 
 
 def _seq2seq_lines(
-    config: Any, base: str, languages: Any, options: dict[str, Any], texts: list[str]
+    config: Any, base: TaskName, languages: Any, options: dict[str, Any], texts: list[str]
 ) -> list[str]:
     """A removed summarization or translation task: the model's prefix, then `generate` per text."""
     prefix, kwargs = removed_tasks.seq2seq_generation(config, base, languages, options)
@@ -327,7 +329,7 @@ def _seq2seq_lines(
 
 
 def _chat_task_lines(
-    base: str, languages: Any, context: str | None, options: dict[str, Any], texts: list[str], many: bool
+    base: TaskName, languages: Any, context: str | None, options: dict[str, Any], texts: list[str], many: bool
 ) -> list[str]:
     """A removed task run by a chat model: its prompt per text, the reply read back as the task's output."""
     prompts = [
@@ -346,7 +348,7 @@ def _chat_task_lines(
         f"    output = model.generate({_kwargs(pairs, '    ')})",
         "    produced = tokenizer.decode(output[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True).strip()",
     ]
-    if base != "question-answering":
+    if base is not TaskName.QUESTION_ANSWERING:
         key = removed_tasks.REMOVED_TASKS[base].output_key
         return [*lines, f"    result.append({{{key!r}: produced}})"]
     lines += [

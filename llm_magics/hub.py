@@ -68,12 +68,23 @@ def _hub_host() -> tuple[str, int]:
     return endpoint.hostname or "huggingface.co", endpoint.port or (443 if endpoint.scheme == "https" else 80)
 
 
+#: How long a failed reachability check stands. One load asks about its config and then its
+#: weights, and each new check of a hub that does not answer waits out the whole timeout again.
+UNREACHABLE_FOR_S = 30.0
+_unreachable_since: dict[tuple[str, int], float] = {}
+
+
 def _hub_is_reachable(timeout: float = 3.0) -> bool:
-    host, port = _hub_host()
+    address = _hub_host()
+    failed = _unreachable_since.get(address)
+    if failed is not None and time.monotonic() - failed < UNREACHABLE_FOR_S:
+        return False
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection(address, timeout=timeout):
+            _unreachable_since.pop(address, None)
             return True
     except OSError:
+        _unreachable_since[address] = time.monotonic()
         return False
 
 

@@ -115,6 +115,7 @@ def test_tokens_code_goes_with_text_only(shell, tiny_models):
 
 def test_quantized_load_code_has_the_chosen_compute_dtype():
     from llm_magics.code import load_code, pipeline_code
+    from llm_magics.engines.pipeline import PipeTask, TaskName
     from llm_magics.engines.transformers.hardware import Hardware
     from llm_magics.engines.transformers.plan import plan_load
     from llm_magics.engines.transformers.source import ModelSource, SourceKind
@@ -126,7 +127,7 @@ def test_quantized_load_code_has_the_chosen_compute_dtype():
     assert "BitsAndBytesConfig(" in code and "bnb_4bit_compute_dtype=torch.float16" in code
     assert "model_id = 'org/m'" in code and "device_map='auto'" in code
     compile(code, "<code>", "exec")
-    code = pipeline_code("fill-mask", plan, "a <mask>", {"top_k": 3})
+    code = pipeline_code(PipeTask(TaskName.FILL_MASK), "fill-mask", plan, "a <mask>", {"top_k": 3})
     assert '{"quantization_config": quantization_config}' in code
     compile(code, "<code>", "exec")
 

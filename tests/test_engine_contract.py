@@ -56,11 +56,13 @@ def _transformers(request: pytest.FixtureRequest) -> Subject:
 
 def _text_generation_pipeline(request: pytest.FixtureRequest) -> Subject:
     # `%llm_pipe text-generation`'s engine is a causal LM: it keeps the whole chat contract too.
-    from llm_magics.engines.pipeline import TextGenerationEngine, task_details
+    from llm_magics.engines.pipeline import TaskName, TextGenerationEngine, task_details
 
     subject = _transformers(request)
     tiny = subject.engine
-    engine = TextGenerationEngine(task_details("text-generation", tiny.info), tiny.tokenizer, tiny.model)
+    engine = TextGenerationEngine(
+        task_details(TaskName.TEXT_GENERATION, tiny.info), tiny.tokenizer, tiny.model
+    )
     return Subject(engine, subject.break_next)
 
 

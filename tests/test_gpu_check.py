@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_check
+from benchmarks import gpu_check, gpu_measures, gpu_report
 from tests.helpers import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def test_the_check_runs_on_cpu_and_says_what_it_skipped(check):
     # Tiny and vocabulary-bound, the quantized modes are not smaller here: only the estimate is judged.
     assert sorted(sizes) == ["--dtype bfloat16", "--quant 4bit", "--quant 8bit", "cuda memory"]
     assert all(abs(row["estimate error %"]) < 15 for key, row in sizes.items() if key.startswith("--"))
-    assert sections["unload gives memory back"] == {"skipped": gpu_check.NEEDS_CUDA}
+    assert sections["unload gives memory back"] == {"skipped": gpu_measures.NEEDS_CUDA}
     for value in sections.values():
         assert value, "every section has figures or a reason it was skipped"
     assert set(result["seconds"]) >= {"1B-shaped", "8B-shaped", "interrupt", "next and probs"}
@@ -140,7 +140,7 @@ def test_the_section_renders_tables_and_skipped_lines():
             "next and probs": {"failed": "RuntimeError: no"},
         },
     }
-    text = gpu_check.section_markdown(result)
+    text = gpu_report.section_markdown(result)
     assert "| | tok/s | ≥ 0.97 |\n|---|---|---|\n| 1B | 80.1 | yes |" in text
     assert f"- 8B: {gpu_check.OVER_BUDGET}" in text
     assert "- passes after it: 0\n- within one step: yes" in text
@@ -151,9 +151,9 @@ def test_the_section_renders_tables_and_skipped_lines():
 def test_the_results_writer_replaces_only_the_gpu_section(tmp_path):
     path = tmp_path / "RESULTS.md"
     path.write_text(
-        f"# Results\n\n## CPU\nkept\n{gpu_check.START}\n## GPU\nold\n{gpu_check.END}\n## After\nkept too\n"
+        f"# Results\n\n## CPU\nkept\n{gpu_report.START}\n## GPU\nold\n{gpu_report.END}\n## After\nkept too\n"
     )
-    gpu_check.write_results("## GPU\nnew figures\n", path)
+    gpu_report.write_results("## GPU\nnew figures\n", path)
     text = path.read_text()
     assert "old" not in text and "new figures" in text
     assert text.startswith("# Results\n\n## CPU\nkept\n") and text.endswith("## After\nkept too\n")

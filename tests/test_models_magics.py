@@ -456,3 +456,58 @@ def test_unloading_several_models_names_them_and_their_footprint(shell, tiny_mod
     shell.run_line_magic("llm_load", f"{tiny_models['llama']} --as three")
     _, captured = run(shell, "%llm_unload three")
     assert "(its footprint:" in shown_text(captured)
+
+
+# ------------------------------------------------------------------ a hub that does not answer
+
+
+def _hand_made_hub_cache(cache, hub_id: str, folder) -> None:
+    """`folder`'s files as the hub client caches a download of `hub_id` (refs/main → a snapshot)."""
+    import shutil
+
+    repo = cache / f"models--{hub_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+
+
+def test_a_cached_hub_model_waits_for_one_reachability_check_when_the_hub_does_not_answer(
+    shell, tiny_models, tmp_path, monkeypatch
+):
+    """A hub that never answers costs each check its whole timeout: one load checks once, then
+    loads from the cache (the config, the estimate and the weights used to check one each)."""
+    import socket
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import build_hf_headers
+
+    # huggingface_hub 2 asks the hub once per process for its list of agent harnesses (3 s at most,
+    # then cached): that is the client's, not a check of ours, so it is made first, offline.
+    build_hf_headers()
+    # A listener whose one-place backlog is full: every further connection waits for its timeout.
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(0)
+    port = stalled.getsockname()[1]
+    held = socket.create_connection(("127.0.0.1", port))
+    tries = []
+    connect = socket.create_connection
+
+    def counted(address, *args, **kwargs):
+        if address[1] == port:
+            tries.append(address)
+        return connect(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", counted)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    _hand_made_hub_cache(tmp_path, "acme/cached-llama", tiny_models["llama"])
+    try:
+        result, captured = run(shell, "%llm_load acme/cached-llama --dtype float32")
+    finally:
+        held.close(), stalled.close()
+    assert result.success, result.error_in_exec
+    assert magics(shell).registry.names() == ["cached-llama"]
+    assert len(tries) == 1, tries

@@ -183,10 +183,11 @@ def test_results_are_escaped(shell, task_models):
 def test_render_of_generated_and_answers_from_raw_output():
     """The shapes the removed tasks return (question-answering, summarization), rendered."""
     from llm_magics.display.pipe import PipeResult
+    from llm_magics.engines.pipeline import PipeTask, TaskName
 
     context = "Ada Lovelace worked in London."
     qa = PipeResult(
-        "question-answering",
+        PipeTask(TaskName.QUESTION_ANSWERING),
         ["Where?"],
         [{"score": 0.9, "start": 23, "end": 29, "answer": "London"}],
         "m",
@@ -194,7 +195,9 @@ def test_render_of_generated_and_answers_from_raw_output():
     )
     bundle = qa._repr_mimebundle_()
     assert "[London]0.90" in bundle["text/plain"] and "<mark" in bundle["text/html"]
-    summary = PipeResult("summarization", ["long <b>text</b>"], [[{"summary_text": "short"}]], "m")
+    summary = PipeResult(
+        PipeTask(TaskName.SUMMARIZATION), ["long <b>text</b>"], [[{"summary_text": "short"}]], "m"
+    )
     bundle = summary._repr_mimebundle_()
     assert "short" in bundle["text/plain"] and "&lt;b&gt;" in bundle["text/html"]
 
@@ -210,6 +213,31 @@ def _unchanged(shell, before):
 def test_unknown_task_lists_the_supported_ones(shell):
     result, captured = run(shell, "%llm_pipe sentiment-analysys hello")
     assert_one_line_error(result, captured, "InvalidOption", "sentiment-analysis")
+    _unchanged(shell, [])
+
+
+@pytest.mark.parametrize(
+    "typed, canonical",
+    [
+        ("sentiment-analysis", "text-classification"),
+        (" NER ", "token-classification"),
+        ("Translation_en_to_fr", "translation_en_to_fr"),
+        ("question-answering", "question-answering"),
+    ],
+)
+def test_a_task_as_typed_becomes_the_name_pipeline_is_given(typed, canonical):
+    from llm_magics.engines.pipeline import resolve_task, typed_names
+
+    task = resolve_task(typed)
+    assert str(task) == canonical and f"{task.name}" == canonical.split("_")[0]
+    # Every name the error message offers is one that resolves.
+    assert all(str(resolve_task(name).name) for name in typed_names())
+
+
+@pytest.mark.parametrize("typed", ["translation_en_fr", "translation__to_fr", "image-classification"])
+def test_a_malformed_or_non_text_task_is_one_line(shell, typed):
+    result, captured = run(shell, f"%llm_pipe {typed} hello")
+    assert_one_line_error(result, captured, "InvalidOption", typed)
     _unchanged(shell, [])
 
 
@@ -251,10 +279,10 @@ def test_input_the_pipeline_refuses_is_one_line_and_registers_nothing(shell, tas
 
 
 def test_a_default_model_off_the_hub_names_it_and_says_it_needs_the_hub_once(shell):
-    from llm_magics.engines.pipeline import default_model
+    from llm_magics.engines.pipeline import PipeTask, TaskName, default_model
 
     result, captured = run(shell, "%llm_pipe sentiment-analysis I love learning about LLMs!")
-    hub_id, _ = default_model("text-classification")
+    hub_id, _ = default_model(PipeTask(TaskName.TEXT_CLASSIFICATION))
     assert_one_line_error(result, captured, "HubUnreachable", hub_id)
     assert "needs the hub once" in str(result.error_in_exec)
     _unchanged(shell, [])
@@ -265,13 +293,13 @@ def test_a_pipeline_engine_keeps_the_protocols_it_has(task_models):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from llm_magics.engines.base import Chats, Completes, Engine, HoldsModel, Tokenizes
-    from llm_magics.engines.pipeline import PipelineEngine
+    from llm_magics.engines.pipeline import PipelineEngine, TaskName
     from llm_magics.values import EngineInfo, EngineKind
 
     folder = task_models["mlm"]
     model = AutoModelForMaskedLM.from_pretrained(folder, dtype=torch.float32)
     info = EngineInfo(name="m", source=str(folder), kind=EngineKind.PIPELINE, footprint_bytes=123)
-    engine = PipelineEngine(info, "fill-mask", model, AutoTokenizer.from_pretrained(folder))
+    engine = PipelineEngine(info, TaskName.FILL_MASK, model, AutoTokenizer.from_pretrained(folder))
     assert isinstance(engine, Engine) and isinstance(engine, HoldsModel) and isinstance(engine, Tokenizes)
     assert not isinstance(engine, Chats) and not isinstance(engine, Completes)
     assert engine.pipeline.model is model

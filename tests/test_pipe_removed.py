@@ -208,17 +208,19 @@ def chat_reference(folder, prompt: str, max_new_tokens: int) -> str:
 
 
 def test_summarization_runs_on_the_loaded_chat_model_without_a_copy(shell, tiny_models):
+    from llm_magics.engines.pipeline import TaskName
     from llm_magics.engines.pipeline.removed_tasks import chat_prompt
 
     shell.run_line_magic("llm_load", f"{tiny_models['llama']} --dtype float32 --as chat")
     result, _ = run(shell, f"%llm_pipe summarization --max-new-tokens 8 {TEXT}")
     assert result.success, result.error_in_exec
-    prompt = chat_prompt("summarization", TEXT)[0]["content"]
+    prompt = chat_prompt(TaskName.SUMMARIZATION, TEXT)[0]["content"]
     assert shell.user_ns["_llm_pipe"] == [{"summary_text": chat_reference(tiny_models["llama"], prompt, 8)}]
     assert magics(shell).registry.names() == ["chat"]
 
 
 def test_translation_on_a_chat_model_names_the_languages(shell, tiny_models):
+    from llm_magics.engines.pipeline import TaskName
     from llm_magics.engines.pipeline.removed_tasks import chat_prompt
 
     folder = tiny_models["llama"]
@@ -226,7 +228,7 @@ def test_translation_on_a_chat_model_names_the_languages(shell, tiny_models):
         shell, f"%llm_pipe translation_en_to_fr --model {folder} --dtype float32 --max-new-tokens 6 Hello"
     )
     assert result.success, result.error_in_exec
-    prompt = chat_prompt("translation", "Hello", languages=("en", "fr"))[0]["content"]
+    prompt = chat_prompt(TaskName.TRANSLATION, "Hello", languages=("en", "fr"))[0]["content"]
     assert "from English to French" in prompt
     assert shell.user_ns["_llm_pipe"] == [{"translation_text": chat_reference(folder, prompt, 6)}]
     # Loaded for the task, it is a chat model too.
@@ -248,9 +250,12 @@ def test_a_chat_models_answer_has_no_score_and_is_found_in_the_context(shell, ti
     assert located_answer("A: London", CONTEXT)["answer"] == "London"
     assert f"A: {answer['answer']}" in shown_text(captured)
     from llm_magics.display.pipe import PipeResult
+    from llm_magics.engines.pipeline import PipeTask, TaskName
 
     unscored = located_answer("A: London", CONTEXT)
-    html = PipeResult("question-answering", ["Where?"], [unscored], "m", context=CONTEXT)._repr_mimebundle_()
+    html = PipeResult(
+        PipeTask(TaskName.QUESTION_ANSWERING), ["Where?"], [unscored], "m", context=CONTEXT
+    )._repr_mimebundle_()
     assert "<mark" in html["text/html"] and "<sup" not in html["text/html"]  # no score: no label
     assert "[London]" in html["text/plain"]
 

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import html
 import time
+from enum import Enum
 from typing import Any
 
-_COLOURS = {"info": "#1f6feb", "success": "#1a7f37", "warning": "#9a6700"}
+
+class NoticeKind(Enum):
+    """What a notice says, which sets its colour."""
+
+    INFO = "#1f6feb"
+    SUCCESS = "#1a7f37"
+    WARNING = "#9a6700"
 
 
 class Notice:
     """A short message: a coloured line in notebooks, plain text in terminals and logs."""
 
-    def __init__(self, text: str, kind: str = "info") -> None:
+    def __init__(self, text: str, kind: NoticeKind = NoticeKind.INFO) -> None:
         self.text = text
         self.kind = kind
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        colour = _COLOURS.get(self.kind, _COLOURS["info"])
+        colour = self.kind.value
         return {
             "text/plain": self.text,
             "text/html": (

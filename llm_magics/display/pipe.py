@@ -12,6 +12,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from ..engines.pipeline.names import PipeTask, TaskName
 from .tokens import visible
 
 _BOX = "font-family:system-ui,sans-serif;font-size:13px;margin:4px 0"
@@ -99,7 +100,12 @@ class PipeResult:
     """
 
     def __init__(
-        self, task: str, inputs: Sequence[str], outputs: Sequence[Any], model: str, context: str | None = None
+        self,
+        task: PipeTask,
+        inputs: Sequence[str],
+        outputs: Sequence[Any],
+        model: str,
+        context: str | None = None,
     ) -> None:
         self.task, self.inputs, self.outputs, self.model, self.context = (
             task,
@@ -132,17 +138,16 @@ class PipeResult:
     # -- one input, by task ---------------------------------------------------------------------
 
     def _one(self, text: str, output: Any) -> tuple[str, str]:
-        task = self.task.split("_")[0]
         render = {
-            "text-classification": self._labels,
-            "zero-shot-classification": self._zero_shot,
-            "fill-mask": self._fill_mask,
-            "token-classification": self._entities,
-            "question-answering": self._answer,
-            "text-generation": self._generated,
-            "summarization": self._generated,
-            "translation": self._generated,
-        }.get(task, self._raw)
+            TaskName.TEXT_CLASSIFICATION: self._labels,
+            TaskName.ZERO_SHOT_CLASSIFICATION: self._zero_shot,
+            TaskName.FILL_MASK: self._fill_mask,
+            TaskName.TOKEN_CLASSIFICATION: self._entities,
+            TaskName.QUESTION_ANSWERING: self._answer,
+            TaskName.TEXT_GENERATION: self._generated,
+            TaskName.SUMMARIZATION: self._generated,
+            TaskName.TRANSLATION: self._generated,
+        }[self.task.name]
         return render(text, output)
 
     def _quote(self, text: str) -> tuple[str, str]:
@@ -258,9 +263,6 @@ class PipeResult:
             shown = _plain(shown_prompt) + _plain(new)
             parts_text.append(f"{_plain(prompt)}\n→ {shown}" if rewritten else shown)
         return "".join(parts_html), "\n---\n".join(parts_text)
-
-    def _raw(self, text: str, output: Any) -> tuple[str, str]:
-        return f"<pre>{_text(repr(output))}</pre>", repr(output)
 
 
 class CodeBlock:

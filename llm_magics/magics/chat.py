@@ -30,6 +30,7 @@ from ..display.chat import (
     count,
     footer_text,
 )
+from ..display.notice import NoticeKind
 from ..display.pipe import CodeBlock
 from ..engines.base import Chats, Completes, Engine, require
 from ..engines.remote import RemoteEngine
@@ -320,13 +321,13 @@ class ChatMagics(SharedSettings):
             engine.session.replace(conversation)
             _show_notice(
                 f"Loaded {len(conversation.messages)} messages into the conversation with {engine.name}.",
-                "success",
+                NoticeKind.SUCCESS,
             )
             return
         conversation = engine.session.conversation
         if args.save is not None:
             path = conversation.save(args.save, model=engine.name, force=args.force)
-            _show_notice(f"Saved {len(conversation.messages)} messages to {path}.", "success")
+            _show_notice(f"Saved {len(conversation.messages)} messages to {path}.", NoticeKind.SUCCESS)
         if args.json:
             print(conversation.to_json(engine.name))
         elif args.save is None:
@@ -346,7 +347,7 @@ class ChatMagics(SharedSettings):
         args = parse(self.llm_reset, line)
         engine = self._chat_engine(args.name, "%llm_reset")
         engine.session.replace(Conversation())
-        _show_notice(f"Started a fresh conversation with {engine.name}.", "success")
+        _show_notice(f"Started a fresh conversation with {engine.name}.", NoticeKind.SUCCESS)
 
     # -- shared steps ------------------------------------------------------------------------------
 
@@ -363,7 +364,7 @@ class ChatMagics(SharedSettings):
         if scores is None:
             _show_notice(
                 f"{engine.name} returned no log-probabilities for this reply, so it has no alternatives to show.",
-                "warning",
+                NoticeKind.WARNING,
             )
             return
 
@@ -416,14 +417,14 @@ class ChatMagics(SharedSettings):
             _show_notice(
                 f"{entry.name} has no chat template, so messages use a plain 'User: … Assistant:' transcript "
                 "(llm_magics.prompts.PLAIN_TEMPLATE). A base model may do better with %%llm_complete.",
-                "info",
+                NoticeKind.INFO,
             )
         if prepared.dropped_turns:
             turns = "turn" if prepared.dropped_turns == 1 else f"{prepared.dropped_turns} turns"
             _show_notice(
                 f"Dropped the oldest {turns} of the conversation to fit {entry.name}'s "
                 f"{entry.context_window()}-token context with room for the reply (the system message stays).",
-                "warning",
+                NoticeKind.WARNING,
             )
 
     def _keep(self, reply: Reply, out: str | None) -> None:
@@ -474,6 +475,6 @@ def _footer(reply: Reply, engine: Engine) -> str:
     return " · ".join([footer, *([reply.problem] if reply.problem else []), *reply.notes])
 
 
-def _show_notice(text: str, kind: str) -> None:
+def _show_notice(text: str, kind: NoticeKind) -> None:
 
     show(notice.Notice(text, kind))

@@ -12,7 +12,7 @@ from traitlets import Float, observe
 
 from ..code import load_code, remote_load_code
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
-from ..display.notice import Notice, StatusLine
+from ..display.notice import Notice, NoticeKind, StatusLine
 from ..display.pipe import CodeBlock
 from ..engines import remote
 from ..engines.base import HoldsModel
@@ -132,12 +132,12 @@ class ModelMagics(SharedSettings):
                 Notice(
                     f"{plan.name} is already loaded ({_describe(loaded)}); nothing changed. "
                     f"Add --reload to load it again, or --as NAME to keep a second copy.",
-                    "warning",
+                    NoticeKind.WARNING,
                 )
             )
             return
         if plan.trust_remote_code:
-            show(Notice(TRUST_REMOTE_CODE_NOTICE, "warning"))
+            show(Notice(TRUST_REMOTE_CODE_NOTICE, NoticeKind.WARNING))
         status = StatusLine(f"Loading {plan.name}")
         try:
             engine = load_model(
@@ -176,7 +176,8 @@ class ModelMagics(SharedSettings):
         if name is not None and name in self.registry and not args.reload:
             show(
                 Notice(
-                    f"{name} is already loaded; nothing changed. Add --reload to connect again.", "warning"
+                    f"{name} is already loaded; nothing changed. Add --reload to connect again.",
+                    NoticeKind.WARNING,
                 )
             )
             return
@@ -200,12 +201,13 @@ class ModelMagics(SharedSettings):
             engine.close()
             show(
                 Notice(
-                    f"{engine.name} is already loaded; nothing changed. Add --as NAME or --reload.", "warning"
+                    f"{engine.name} is already loaded; nothing changed. Add --as NAME or --reload.",
+                    NoticeKind.WARNING,
                 )
             )
             return
         for warning in engine.warnings:
-            show(Notice(warning, "warning"))
+            show(Notice(warning, NoticeKind.WARNING))
         # Replaced only once connected: a failed --reload leaves the session as it was.
         if engine.name in self.registry:
             self.registry.unload(engine.name)
@@ -233,7 +235,7 @@ class ModelMagics(SharedSettings):
         """
         args = parse(self.llm_use, line)
         engine = self.registry.use(args.name)
-        show(Notice(f"{engine.name} is now the active model.", "success"))
+        show(Notice(f"{engine.name} is now the active model.", NoticeKind.SUCCESS))
 
     @magic_arguments()
     @argument("name", nargs="?", default=None, help="The model to unload (default: the active one).")
@@ -268,14 +270,14 @@ class ModelMagics(SharedSettings):
         active = self.registry.active_name
         after = f" Active model: {active}." if active else " No models are loaded now."
         if holders:
-            show(Notice(_still_held(unloaded, holders, report.freed_bytes) + after, "warning"))
+            show(Notice(_still_held(unloaded, holders, report.freed_bytes) + after, NoticeKind.WARNING))
             return
         show(
             Notice(
                 f"Unloaded {unloaded}: {format_bytes(measured)} of memory came back "
                 f"({'their' if len(report.names) > 1 else 'its'} footprint: "
                 f"{format_bytes(report.freed_bytes)}).{after}",
-                "success",
+                NoticeKind.SUCCESS,
             )
         )
 

@@ -15,6 +15,7 @@ from ..display.pipe import CodeBlock, PipeResult
 from ..engines import pipeline as tasks
 from ..engines.base import Engine
 from ..engines.pipeline import removed_tasks
+from ..engines.pipeline.names import GENERATING, PipeTask, TaskName
 from ..engines.transformers import TransformersEngine
 from ..engines.transformers.config import load_config
 from ..engines.transformers.generation import generate_kwargs
@@ -24,11 +25,10 @@ from ..errors import HubUnreachable, InvalidOption, ModelLoadFailed
 from ._base import check_variable_name, loading_flags, parse, show
 from .settings import SharedSettings, configure_engine, generation_options, plan_from_flags
 
-_GENERATING = ("text-generation", "summarization", "translation")
 _GENERATION_FLAGS = ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")
 _AGGREGATIONS = ("none", "simple", "first", "average", "max")
 #: Tasks whose pipeline takes no top_k (token-classification would raise a TypeError deep inside).
-_NO_TOP_K = ("token-classification", "zero-shot-classification")
+_NO_TOP_K = (TaskName.TOKEN_CLASSIFICATION, TaskName.ZERO_SHOT_CLASSIFICATION)
 
 
 class PipeMagics(SharedSettings):
@@ -111,11 +111,10 @@ class PipeMagics(SharedSettings):
         """
         args = parse(self.llm_pipe, line, intermixed=True)
         task = tasks.resolve_task(args.task)
-        base, languages = removed_tasks.split_languages(task)
         inputs = self._pipe_inputs(args, cell)
-        options = self._pipe_options(base, args)
-        if languages is not None:
-            options.update(src_lang=languages[0], tgt_lang=languages[1])
+        options = self._pipe_options(task.name, args)
+        if task.languages is not None:
+            options.update(src_lang=task.languages[0], tgt_lang=task.languages[1])
         if args.out is not None:
             check_variable_name(args.out, "--out")
         engine, plan, new, default = self._pipe_engine(task, args)
@@ -123,16 +122,16 @@ class PipeMagics(SharedSettings):
         # first, so a model that cannot do the task is refused before anything loads.
         config = self._removed_task_config(task, engine, plan, args, default)
         if config is not None:
-            self._fit_to_runner(removed_tasks.runner_for(config), config, base, languages, args, options)
+            self._fit_to_runner(removed_tasks.runner_for(config), config, task, args, options)
         if args.code:
             show(CodeBlock(self._pipe_code(task, args, engine, plan, config, inputs, options, default)))
         status = StatusLine(f"{task}")
         try:
             if engine is None:
-                engine = self._load_pipe(task, plan, args, default, status, config)
+                engine = self._load_pipe(task.name, plan, args, default, status, config)
             tasks.check_against_model(engine, task, inputs, options)
             status.update(f"running on {len(inputs) if isinstance(inputs, list) else 1} input(s)")
-            raw = self._run_pipe(engine, task, inputs, options)
+            raw = self._run_pipe(engine, task.name, inputs, options)
         except BaseException:
             status.clear()
             raise
@@ -176,25 +175,25 @@ class PipeMagics(SharedSettings):
         check_text(text, "The input")
         return text
 
-    def _pipe_options(self, task: str, args: Namespace) -> dict[str, Any]:
+    def _pipe_options(self, task: TaskName, args: Namespace) -> dict[str, Any]:
         """The keyword arguments for the pipeline call; flags that do not apply are refused."""
-        base = task.split("_")[0]
         for owner in tasks.TASKS.values():
             for flag in owner.options:
-                if getattr(args, flag) not in (None, False) and base != owner.name:
+                if getattr(args, flag) not in (None, False) and task is not owner.name:
                     raise InvalidOption(f"--{flag.replace('_', '-')} is for {owner.name}, not {task}.")
-        needs = tasks.TASKS[base].needs if base in tasks.TASKS else None
+        needs = tasks.TASKS[task].needs
         if needs is not None and not (getattr(args, needs) or "").strip():
-            raise InvalidOption(f"{base} needs --{needs}, e.g. {tasks.TASKS[base].example}.")
-        if base not in _GENERATING and base != "question-answering":  # (a chat model answers by generating)
+            raise InvalidOption(f"{task} needs --{needs}, e.g. {tasks.TASKS[task].example}.")
+        # (a chat model answers questions by generating)
+        if task not in GENERATING and task is not TaskName.QUESTION_ANSWERING:
             for flag in _GENERATION_FLAGS:
                 if getattr(args, flag) is not None:
                     raise InvalidOption(f"--{flag.replace('_', '-')} is for generating tasks, not {task}.")
         options: dict[str, Any] = {}
-        if base == "zero-shot-classification":
+        if task is TaskName.ZERO_SHOT_CLASSIFICATION:
             labels = [label.strip() for label in args.labels.split(",") if label.strip()]
             if not labels:
-                raise InvalidOption(f"--labels {args.labels!r} names no label: {tasks.TASKS[base].example}.")
+                raise InvalidOption(f"--labels {args.labels!r} names no label: {tasks.TASKS[task].example}.")
             options["candidate_labels"] = labels
             if args.multi_label:
                 options["multi_label"] = True
@@ -202,19 +201,19 @@ class PipeMagics(SharedSettings):
                 if "{}" not in args.hypothesis_template:
                     raise InvalidOption("--hypothesis-template needs {} where the label goes.")
                 options["hypothesis_template"] = args.hypothesis_template
-        if base == "question-answering":
+        if task is TaskName.QUESTION_ANSWERING:
             options["context"] = args.context
-        if base == "token-classification":
+        if task is TaskName.TOKEN_CLASSIFICATION:
             aggregation = (args.aggregation or "simple").lower()
             if aggregation not in _AGGREGATIONS:
                 raise InvalidOption(
                     f"--aggregation {aggregation!r}: choose one of {', '.join(_AGGREGATIONS)}."
                 )
             options["aggregation_strategy"] = aggregation
-        if base in _GENERATING:
+        if task in GENERATING:
             options.update(self._generate_options(args))
         elif args.top_k is not None:
-            if base in _NO_TOP_K:
+            if task in _NO_TOP_K:
                 raise InvalidOption(
                     f"--top-k is not an option of {task}: it gives one answer per word or label."
                 )
@@ -237,8 +236,7 @@ class PipeMagics(SharedSettings):
         self,
         runner: removed_tasks.Runner,
         config: Any,
-        task: str,
-        languages: tuple[str, str] | None,
+        task: PipeTask,
         args: Namespace,
         options: dict[str, Any],
     ) -> None:
@@ -246,10 +244,10 @@ class PipeMagics(SharedSettings):
         max_length unless --max-new-tokens was given (as the pipeline did); question-answering on an
         extractive model takes --top-k, on a chat model it generates."""
         if runner is removed_tasks.Runner.SEQ2SEQ:
-            _, settings = removed_tasks.seq2seq_settings(config, task, languages)
+            _, settings = removed_tasks.seq2seq_settings(config, task.name, task.languages)
             if args.max_new_tokens is None and "max_length" in settings:
                 options.pop("max_new_tokens", None)
-        if task != "question-answering":
+        if task.name is not TaskName.QUESTION_ANSWERING:
             return
         if runner is removed_tasks.Runner.CHAT:
             if args.top_k is not None:
@@ -265,14 +263,14 @@ class PipeMagics(SharedSettings):
                     f"--{flag.replace('_', '-')} is for a chat model; an extractive model does not generate."
                 )
 
-    def _pipe_engine(self, task: str, args: Namespace) -> tuple[Engine | None, Any, bool, Any]:
+    def _pipe_engine(self, task: PipeTask, args: Namespace) -> tuple[Engine | None, Any, bool, Any]:
         """(engine or None to load, its plan, whether it is new, the task default used or None)."""
         if args.name is not None and args.name in self.registry and args.name != args.model:
-            engine = self._named_by_as(task, args)
+            engine = self._named_by_as(task.name, args)
             return engine, tasks.plan_of(engine), False, None
         if args.model is not None and args.model in self.registry:
             engine = self.registry.get(args.model)
-            self._check_fits(engine, task)
+            self._check_fits(engine, task.name)
             return engine, tasks.plan_of(engine), False, None
         default = None
         model = args.model
@@ -281,7 +279,7 @@ class PipeMagics(SharedSettings):
             active = self.registry.active_name
             current = self.registry.get(active) if active is not None else None
             if (
-                tasks.runs_on_chat_models(task)
+                tasks.runs_on_chat_models(task.name)
                 and isinstance(current, TransformersEngine)
                 and current.model is not None
             ):
@@ -293,7 +291,7 @@ class PipeMagics(SharedSettings):
         for engine in self.registry:
             known = tasks.plan_of(engine)
             if (
-                tasks.can_run(engine, task)
+                tasks.can_run(engine, task.name)
                 and known is not None
                 and known.source == plan.source
                 and (known.quantization, known.dtype) == (plan.quantization, plan.dtype)
@@ -307,7 +305,7 @@ class PipeMagics(SharedSettings):
             )
         return None, plan, True, default
 
-    def _named_by_as(self, task: str, args: Namespace) -> Engine:
+    def _named_by_as(self, task: TaskName, args: Namespace) -> Engine:
         """`--as NAME` where NAME is loaded: that model again when it is the one --model names (or no
         --model is given) and it can do the task; otherwise the name is taken, and nothing runs."""
 
@@ -325,7 +323,7 @@ class PipeMagics(SharedSettings):
             f"({tasks.task_of(engine) or 'a chat model'}); pick another NAME for this pipeline, or %llm_unload it first."
         )
 
-    def _check_fits(self, engine: Engine, task: str) -> None:
+    def _check_fits(self, engine: Engine, task: TaskName) -> None:
         if tasks.can_run(engine, task):
             return
         what = tasks.task_of(engine) or "a causal LM"
@@ -343,7 +341,7 @@ class PipeMagics(SharedSettings):
         """A default model the hub must give, said in one line: which model, and why it is needed."""
         typed = args.task.strip().lower()
         why = "HF_HUB_OFFLINE is set" if hub.offline_mode() else "the hub cannot be reached"
-        if tasks.is_removed(tasks.resolve_task(typed)):
+        if tasks.is_removed(tasks.resolve_task(typed).name):
             picked = f"as pipeline({typed!r}) did in transformers 4"
             instead = "or load a chat model first (%llm_load), or pass --model FOLDER"
         else:
@@ -355,11 +353,11 @@ class PipeMagics(SharedSettings):
         )
 
     def _removed_task_config(
-        self, task: str, engine: Engine | None, plan: Any, args: Namespace, default: Any
+        self, task: PipeTask, engine: Engine | None, plan: Any, args: Namespace, default: Any
     ) -> Any:
         """The model config of a task `removed_tasks` runs (None for the others); a model that
         cannot do the task is one line here."""
-        if not tasks.is_removed(task):
+        if not tasks.is_removed(task.name):
             return None
         if engine is not None:
             config = getattr(getattr(engine, "model", None), "config", None)
@@ -370,12 +368,12 @@ class PipeMagics(SharedSettings):
                 if default is None:
                     raise
                 raise self._hub_needed(error, args, default) from error
-        tasks.head_class(task, config)  # refuses a model that cannot do it
+        tasks.head_class(task.name, config)  # refuses a model that cannot do it
         return config
 
     def _pipe_code(
         self,
-        task: str,
+        task: PipeTask,
         args: Namespace,
         engine: Engine | None,
         plan: Any,
@@ -390,6 +388,7 @@ class PipeMagics(SharedSettings):
                 task, removed_tasks.runner_for(config), plan, config, inputs, options, fallback=fallback
             )
         return code.pipeline_code(
+            task,
             args.task.strip().lower(),
             plan,
             inputs,
@@ -401,7 +400,7 @@ class PipeMagics(SharedSettings):
         )
 
     def _load_pipe(
-        self, task: str, plan: Any, args: Namespace, default: Any, status: StatusLine, config: Any
+        self, task: TaskName, plan: Any, args: Namespace, default: Any, status: StatusLine, config: Any
     ) -> Engine:
         head = tasks.head_class(task, config)
         try:
@@ -415,19 +414,19 @@ class PipeMagics(SharedSettings):
             if default is None:
                 raise
             raise self._hub_needed(error, args, default) from error
-        name = tasks.task_info(task).name
-        info = tasks.task_details(name, loaded.info)
+        info = tasks.task_details(task, loaded.info)
         engine: Any
         if head.__name__ == "AutoModelForCausalLM":
-            engine = tasks.TextGenerationEngine(info, loaded.tokenizer, loaded.model, task=name)
+            engine = tasks.TextGenerationEngine(info, loaded.tokenizer, loaded.model, task=task)
         else:
-            engine = tasks.PipelineEngine(info, name, loaded.model, loaded.tokenizer)
+            engine = tasks.PipelineEngine(info, task, loaded.model, loaded.tokenizer)
         engine.plan = plan
         return engine
 
-    def _run_pipe(self, engine: Engine, task: str, inputs: str | list[str], options: dict[str, Any]) -> Any:
-        name = tasks.task_info(task).name
-        if isinstance(engine, (tasks.PipelineEngine, tasks.TextGenerationEngine)) and engine.task == name:
+    def _run_pipe(
+        self, engine: Engine, task: TaskName, inputs: str | list[str], options: dict[str, Any]
+    ) -> Any:
+        if isinstance(engine, (tasks.PipelineEngine, tasks.TextGenerationEngine)) and engine.task is task:
             return engine.run(inputs, **options)
         # A model already loaded for something else that can also do this (a chat model; a seq2seq
         # model loaded for summarization, now translating): a pipeline over the same objects.
@@ -435,7 +434,7 @@ class PipeMagics(SharedSettings):
         if isinstance(engine, TransformersEngine):
             configure_engine(self, engine)
         return tasks.run_pipeline(
-            tasks.make_pipeline(name, engine.model, engine.tokenizer), inputs, dict(options)
+            tasks.make_pipeline(task, engine.model, engine.tokenizer), inputs, dict(options)
         )
 
 

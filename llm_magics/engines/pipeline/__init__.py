@@ -1,6 +1,7 @@
 """The Pipeline API engine: `pipeline("sentiment-analysis")` and friends, in the registry.
 
-    tasks.py          the text tasks, their aliases, heads and default models
+    names.py          TaskName, and PipeTask: a task as `pipeline(...)` is given it
+    tasks.py          the text tasks, their heads and default models
     engine.py         PipelineEngine, TextGenerationEngine; running a pipeline over loaded objects
     fit.py            which loaded model can run which task, and the options only a model bounds
     removed_tasks.py  summarization, translation and question-answering, which transformers 5
@@ -13,8 +14,8 @@ neither torch nor transformers.
 
 from .engine import PipelineEngine, TextGenerationEngine, make_pipeline, run_pipeline, task_details
 from .fit import can_run, check_against_model, plan_of, runs_on_chat_models, task_of
+from .names import ALIASES, GENERATING, PipeTask, TaskName
 from .tasks import (
-    ALIASES,
     TASKS,
     Task,
     available_tasks,
@@ -23,14 +24,17 @@ from .tasks import (
     is_removed,
     resolve_task,
     supported_tasks,
-    task_info,
+    typed_names,
 )
 
 __all__ = [
     "ALIASES",
+    "GENERATING",
     "TASKS",
+    "PipeTask",
     "PipelineEngine",
     "Task",
+    "TaskName",
     "TextGenerationEngine",
     "available_tasks",
     "can_run",
@@ -45,6 +49,6 @@ __all__ = [
     "runs_on_chat_models",
     "supported_tasks",
     "task_details",
-    "task_info",
     "task_of",
+    "typed_names",
 ]

@@ -21,10 +21,11 @@ from ...errors import GenerationFailed, InvalidOption
 from ...values import EngineInfo, EngineKind
 from ..transformers import TransformersEngine
 from . import removed_tasks
-from .tasks import is_removed, supported_tasks, task_info
+from .names import TaskName
+from .tasks import is_removed, supported_tasks
 
 
-def make_pipeline(task: str, model: Any, tokenizer: Any) -> Any:
+def make_pipeline(task: TaskName, model: Any, tokenizer: Any) -> Any:
     """A transformers pipeline over objects already in memory: no download, no copy (microseconds).
 
     A removed task gets `removed_tasks`' runner, unless this transformers still has the task and
@@ -33,22 +34,22 @@ def make_pipeline(task: str, model: Any, tokenizer: Any) -> Any:
 
     from transformers import pipeline
 
-    base = task_info(task).name
     if is_removed(task) and (
-        base not in supported_tasks() or removed_tasks.runner_for(model.config) is removed_tasks.Runner.CHAT
+        task.value not in supported_tasks()
+        or removed_tasks.runner_for(model.config) is removed_tasks.Runner.CHAT
     ):
-        return removed_tasks.make_runner(base, model, tokenizer)
+        return removed_tasks.make_runner(task, model, tokenizer)
     with warnings.catch_warnings():
         # "The model 'X' is not supported for text-generation" for architectures its list lacks.
         warnings.simplefilter("ignore")
         build: Any = pipeline  # its overloads want a literal task
-        return build(base, model=model, tokenizer=tokenizer)
+        return build(task.value, model=model, tokenizer=tokenizer)
 
 
-def task_details(task: str, info: EngineInfo) -> EngineInfo:
+def task_details(task: TaskName, info: EngineInfo) -> EngineInfo:
     """`info` with the task as a card row (and in `%llm_list`)."""
 
-    return replace(info, kind=EngineKind.PIPELINE, details=[*info.details, ("task", task)])
+    return replace(info, kind=EngineKind.PIPELINE, details=[*info.details, ("task", task.value)])
 
 
 class PipelineEngine:
@@ -57,7 +58,7 @@ class PipelineEngine:
     `plan` is the `engines.transformers.plan.LoadPlan` it was loaded with (for `--code`).
     """
 
-    def __init__(self, info: EngineInfo, task: str, model: Any, tokenizer: Any) -> None:
+    def __init__(self, info: EngineInfo, task: TaskName, model: Any, tokenizer: Any) -> None:
         self.name = info.name
         self.info = info
         self.task = task
@@ -104,7 +105,9 @@ class TextGenerationEngine(TransformersEngine):
     """A causal LM loaded for a pipeline task (`text-generation`, or a removed task run on a chat
     model): a `TransformersEngine` (it chats and completes too) that also runs the task."""
 
-    def __init__(self, info: EngineInfo, tokenizer: Any, model: Any, task: str = "text-generation") -> None:
+    def __init__(
+        self, info: EngineInfo, tokenizer: Any, model: Any, task: TaskName = TaskName.TEXT_GENERATION
+    ) -> None:
         super().__init__(info, tokenizer, model)
         self.task = task
         self._pipeline: Any = None

@@ -15,10 +15,11 @@ from ..base import Engine
 from ..transformers import TransformersEngine
 from . import removed_tasks
 from .engine import PipelineEngine, TextGenerationEngine
-from .tasks import head_class, is_removed, task_info
+from .names import PipeTask, TaskName
+from .tasks import head_class, is_removed
 
 
-def task_of(engine: Engine) -> str | None:
+def task_of(engine: Engine) -> TaskName | None:
     """The pipeline task an engine runs, or None for engines that run none."""
     return engine.task if isinstance(engine, (PipelineEngine, TextGenerationEngine)) else None
 
@@ -28,15 +29,15 @@ def plan_of(engine: Engine) -> Any:
     return engine.plan if isinstance(engine, (PipelineEngine, TransformersEngine)) else None
 
 
-def runs_on_chat_models(task: str) -> bool:
+def runs_on_chat_models(task: TaskName) -> bool:
     """text-generation, and the tasks transformers removed, run on a chat model already loaded."""
-    return task == "text-generation" or is_removed(task)
+    return task is TaskName.TEXT_GENERATION or is_removed(task)
 
 
-def can_run(engine: Engine, task: str) -> bool:
+def can_run(engine: Engine, task: TaskName) -> bool:
     """Whether a loaded engine's model can do `task`: the task it was loaded for; text-generation
     or a removed task on a chat model; a removed task on a model with a head that does it."""
-    if task_of(engine) == task_info(task).name:
+    if task_of(engine) is task:
         return True
     model = (
         getattr(engine, "model", None) if isinstance(engine, (PipelineEngine, TransformersEngine)) else None
@@ -55,19 +56,24 @@ def can_run(engine: Engine, task: str) -> bool:
     return True
 
 
-def check_against_model(engine: Engine, task: str, inputs: str | list[str], options: dict[str, Any]) -> None:
+def check_against_model(
+    engine: Engine, task: PipeTask, inputs: str | list[str], options: dict[str, Any]
+) -> None:
     """Options that only the model can bound, checked before it runs (the engine is not registered
     yet, so a refusal changes nothing): fill-mask's --top-k within the vocabulary; text-generation's
     prompt and --max-new-tokens within the context, as %%llm_chat checks them (past it a model with
     learned positions fails with an IndexError, one with rotary ones never stops)."""
-    name = task_info(task).name
     model = getattr(engine, "model", None)
     vocabulary = getattr(getattr(model, "config", None), "vocab_size", None)
-    if name == "fill-mask" and isinstance(vocabulary, int) and options.get("top_k", 0) > vocabulary:
+    if (
+        task.name is TaskName.FILL_MASK
+        and isinstance(vocabulary, int)
+        and options.get("top_k", 0) > vocabulary
+    ):
         raise InvalidOption(
             f"--top-k {options['top_k']}: {engine.name} has {vocabulary:,} tokens to choose from; ask for fewer."
         )
-    if name != "text-generation" or "max_new_tokens" not in options:
+    if task.name is not TaskName.TEXT_GENERATION or "max_new_tokens" not in options:
         return
     context = engine.context_window()
     if context is None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from ...errors import InvalidOption
 from ...prompts import encode_messages, has_chat_template
+from .names import TaskName
 
 
 class Runner(str, Enum):
@@ -47,7 +48,7 @@ class RemovedTask:
     """A task transformers removed: its output key, and the default model `pipeline(task)` picked
     in transformers 4 (hub id, revision)."""
 
-    name: str
+    name: TaskName
     output_key: str
     default: tuple[str, str]
 
@@ -55,10 +56,12 @@ class RemovedTask:
 REMOVED_TASKS = {
     task.name: task
     for task in (
-        RemovedTask("summarization", "summary_text", ("sshleifer/distilbart-cnn-12-6", "a4f8f3e")),
-        RemovedTask("translation", "translation_text", ("google-t5/t5-base", "a9723ea")),
+        RemovedTask(TaskName.SUMMARIZATION, "summary_text", ("sshleifer/distilbart-cnn-12-6", "a4f8f3e")),
+        RemovedTask(TaskName.TRANSLATION, "translation_text", ("google-t5/t5-base", "a9723ea")),
         RemovedTask(
-            "question-answering", "answer", ("distilbert/distilbert-base-cased-distilled-squad", "564e9b5")
+            TaskName.QUESTION_ANSWERING,
+            "answer",
+            ("distilbert/distilbert-base-cased-distilled-squad", "564e9b5"),
         ),
     )
 }
@@ -80,19 +83,9 @@ _GENERATION_KEYS = (
 )  # fmt: skip
 
 
-def split_languages(task: str) -> tuple[str, tuple[str, str] | None]:
-    """`translation_en_to_fr` → ("translation", ("en", "fr")); any other task → (task, None)."""
-    if not task.startswith("translation_"):
-        return task, None
-    parts = task.split("_")
-    if len(parts) != 4 or parts[2] != "to" or not parts[1] or not parts[3]:
-        raise InvalidOption(f"{task}: write the languages as translation_en_to_fr.")
-    return "translation", (parts[1], parts[3])
-
-
-def default_model(task: str, languages: tuple[str, str] | None) -> tuple[str, str]:
+def default_model(task: TaskName, languages: tuple[str, str] | None) -> tuple[str, str]:
     """The model transformers 4's `pipeline(task)` picked, or one line when it had none."""
-    if task == "translation" and languages not in DEFAULT_TRANSLATION_PAIRS:
+    if task is TaskName.TRANSLATION and languages not in DEFAULT_TRANSLATION_PAIRS:
         pairs = ", ".join(f"translation_{a}_to_{b}" for a, b in DEFAULT_TRANSLATION_PAIRS)
         raise InvalidOption(
             f"translation has a default model only for {pairs}: pass --model (a translation model or "
@@ -110,18 +103,18 @@ def runner_for(config: Any) -> Runner:
     return Runner.CHAT
 
 
-def _check_fits(task: str, runner: Runner) -> None:
+def _check_fits(task: TaskName, runner: Runner) -> None:
     """One line when a model of this kind cannot do `task`."""
-    if runner is Runner.SEQ2SEQ and task == "question-answering":
+    if runner is Runner.SEQ2SEQ and task is TaskName.QUESTION_ANSWERING:
         raise InvalidOption(
             "question-answering takes an extractive model (…ForQuestionAnswering) or a chat model, "
             "not a seq2seq one."
         )
-    if runner is Runner.EXTRACTIVE and task != "question-answering":
+    if runner is Runner.EXTRACTIVE and task is not TaskName.QUESTION_ANSWERING:
         raise InvalidOption(f"A question-answering model cannot do {task}: pass a seq2seq or a chat model.")
 
 
-def head_class(task: str, config: Any) -> Any:
+def head_class(task: TaskName, config: Any) -> Any:
     """The auto class to load for `task` on a model with this config, or one line if it cannot do it."""
     import transformers
 
@@ -134,7 +127,7 @@ def head_class(task: str, config: Any) -> Any:
     }[runner]
 
 
-def make_runner(task: str, model: Any, tokenizer: Any) -> Seq2SeqTask | ExtractiveAnswers | ChatTask:
+def make_runner(task: TaskName, model: Any, tokenizer: Any) -> Seq2SeqTask | ExtractiveAnswers | ChatTask:
     runner = runner_for(model.config)
     _check_fits(task, runner)
     if runner is Runner.SEQ2SEQ:
@@ -144,13 +137,15 @@ def make_runner(task: str, model: Any, tokenizer: Any) -> Seq2SeqTask | Extracti
     return ChatTask(task, model, tokenizer)
 
 
-def seq2seq_settings(config: Any, task: str, languages: tuple[str, str] | None) -> tuple[str, dict[str, Any]]:
+def seq2seq_settings(
+    config: Any, task: TaskName, languages: tuple[str, str] | None
+) -> tuple[str, dict[str, Any]]:
     """The prefix and generation settings a seq2seq model carries for the task (T5's
     `task_specific_params["translation_en_to_fr"]`, BART-CNN's beams and lengths)."""
     params = getattr(config, "task_specific_params", None) or {}
-    key = f"translation_{languages[0]}_to_{languages[1]}" if languages else task
+    key = f"translation_{languages[0]}_to_{languages[1]}" if languages else task.value
     found = dict(params.get(key) or {})
-    if task == "translation" and not found and any(name.startswith("translation_") for name in params):
+    if task is TaskName.TRANSLATION and not found and any(name.startswith("translation_") for name in params):
         known = ", ".join(sorted(name for name in params if name.startswith("translation_")))
         raise InvalidOption(f"This model translates only {known}: write the task as one of them.")
     prefix = found.get("prefix") or getattr(config, "prefix", None) or ""
@@ -158,7 +153,7 @@ def seq2seq_settings(config: Any, task: str, languages: tuple[str, str] | None) 
 
 
 def seq2seq_generation(
-    config: Any, task: str, languages: tuple[str, str] | None, options: dict[str, Any]
+    config: Any, task: TaskName, languages: tuple[str, str] | None, options: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
     """The prefix and the `generate` keyword arguments: the model's own settings for the task,
     under the options given (ours win)."""
@@ -181,7 +176,7 @@ def _one_or_many(inputs: str | Sequence[str], results: list[Any]) -> Any:
 class Seq2SeqTask:
     """Summarization or translation on a seq2seq model, as transformers 4's pipelines ran them."""
 
-    def __init__(self, task: str, model: Any, tokenizer: Any) -> None:
+    def __init__(self, task: TaskName, model: Any, tokenizer: Any) -> None:
         self.task, self.model, self.tokenizer = task, model, tokenizer
 
     def __call__(
@@ -211,7 +206,7 @@ class ExtractiveAnswers:
     """Extractive question answering, transformers 5.0's `QuestionAnsweringPipeline` for fast
     tokenizers with the question first (right padding, what question-answering models use)."""
 
-    task = "question-answering"
+    task = TaskName.QUESTION_ANSWERING
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
         if not tokenizer.is_fast:
@@ -327,7 +322,7 @@ class ChatTask:
     """Any of the three on a chat model: one prompt per input through the chat template, greedy
     unless sampling was asked for (what transformers' migration guide advises)."""
 
-    def __init__(self, task: str, model: Any, tokenizer: Any) -> None:
+    def __init__(self, task: TaskName, model: Any, tokenizer: Any) -> None:
         if not has_chat_template(tokenizer):
             raise InvalidOption(
                 f"{task} on a causal LM needs a chat model (one with a chat template): load an instruct "
@@ -345,7 +340,7 @@ class ChatTask:
         **options: Any,
     ) -> Any:
         languages = (src_lang, tgt_lang) if src_lang and tgt_lang else None
-        given = question if self.task == "question-answering" else inputs
+        given = question if self.task is TaskName.QUESTION_ANSWERING else inputs
         assert given is not None
         results = []
         for text in _texts(given):
@@ -357,11 +352,11 @@ class ChatTask:
                 input_ids=prompt, attention_mask=prompt.new_ones(prompt.shape), **options
             )
             produced = self.tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True).strip()
-            if self.task == "question-answering":
+            if self.task is TaskName.QUESTION_ANSWERING:
                 results.append(located_answer(produced, context or ""))
             else:
                 results.append({REMOVED_TASKS[self.task].output_key: produced})
-        if self.task == "question-answering":
+        if self.task is TaskName.QUESTION_ANSWERING:
             return results[0] if isinstance(given, str) else results
         return _one_or_many(given, results)
 
@@ -372,14 +367,14 @@ class ChatTask:
 
 
 def chat_prompt(
-    task: str, text: str, *, languages: tuple[str, str] | None = None, context: str | None = None
+    task: TaskName, text: str, *, languages: tuple[str, str] | None = None, context: str | None = None
 ) -> list[dict[str, str]]:
     """The one user message that asks a chat model to do `task` on `text`."""
-    if task == "summarization":
+    if task is TaskName.SUMMARIZATION:
         prompt = (
             f"Summarize the following text in one or two sentences. Reply with the summary only.\n\n{text}"
         )
-    elif task == "translation":
+    elif task is TaskName.TRANSLATION:
         if languages is None:
             raise InvalidOption(
                 "translation on a chat model needs the languages: write translation_en_to_fr."
@@ -427,5 +422,4 @@ __all__ = [
     "runner_for",
     "seq2seq_generation",
     "seq2seq_settings",
-    "split_languages",
 ]
