@@ -351,13 +351,13 @@ def quantization() -> nbformat.NotebookNode:
                 "its decoding speed (tokens per second of a short greedy continuation, the best of three "
                 "after an untimed warm-up: on a busy machine the slower runs measure the other programs) and the perplexity of the paragraph below. Perplexity is exp(average loss): "
                 "roughly, how many tokens the model hesitates between at each step. The code is short: "
-                "read it in `llm_magics/claims.py`."
+                "read it in `llm_magics/lessons/claims.py`."
             ),
             code(
                 "import pandas as pd\n"
                 "\n"
                 "import llm_magics\n"
-                "from llm_magics import claims\n"
+                "from llm_magics.lessons import claims\n"
                 "\n"
                 "PARAGRAPH = (\n"
                 '    "The Sun is the star at the centre of the Solar System. It is a nearly perfect ball of hot "\n'
@@ -529,7 +529,7 @@ def open_llms_lesson() -> nbformat.NotebookNode:
             code(
                 "import pandas as pd\n"
                 "\n"
-                "from llm_magics import claims\n"
+                "from llm_magics.lessons import claims\n"
                 "\n"
                 'PARAGRAPH = "Water boils at one hundred degrees Celsius at sea level. Higher up, the air pressure is lower, so it boils at a lower temperature."\n'
                 'PROMPT = "The three primary colours are"\n'

@@ -13,16 +13,18 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from . import next_token
-from .engines.base import Engine, HoldsModel, Tokenizes
+from .conversation import check_text
+from .engines.base import Chats, Engine, HoldsModel, Tokenizes, require
 from .engines.transformers.hardware import Hardware, choose_compute_dtype, detect_hardware
 from .engines.transformers.loading import load_model
 from .engines.transformers.memory import estimate_memory
 from .engines.transformers.plan import plan_load
 from .engines.transformers.source import resolve_source
-from .errors import NotLoaded
+from .errors import InvalidOption, NotLoaded
 from .inside import alternatives as inside_alternatives
 from .inside import architecture as inside_architecture
 from .tokens import tokenize_text
+from .values import Reply
 
 if TYPE_CHECKING:
     from .magics import LlmMagics
@@ -60,14 +62,18 @@ def _session_magics(ipython: Any) -> LlmMagics | None:
     return ipython.magics_manager.registry.get("LlmMagics")
 
 
-def _current_engine(name: str | None) -> Engine:
+def _current_magics() -> LlmMagics:
     from IPython import get_ipython  # the Python API imports without a shell
 
     shell = get_ipython()
     magics = _session_magics(shell) if shell is not None else None
     if magics is None:
         raise NotLoaded("The extension is not loaded: run %load_ext llm_magics, then %llm_load.")
-    return magics.registry.get(name)
+    return magics
+
+
+def _current_engine(name: str | None) -> Engine:
+    return _current_magics().registry.get(name)
 
 
 def get_model(name: str | None = None) -> tuple[Any, Any]:
@@ -93,6 +99,43 @@ def get_entry(name: str | None = None) -> Engine:
 def next_token_distribution(text: str, name: str | None = None, **options: Any) -> Any:
     """The numbers %llm_next draws (temperature, top_k, top_p, show, chat): see `llm_magics.next_token`."""
     return next_token.next_token_distribution(_current_engine(name), text, **options)
+
+
+#: The generation options `chat` takes, as `%%llm_chat`'s flags (underscores for dashes).
+CHAT_OPTIONS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed")
+
+
+def chat(
+    message: str, name: str | None = None, *, system: str | None = None, new: bool = False, **options: Any
+) -> Reply:
+    """Send MESSAGE to a loaded model and return its `Reply` (`.text`, `.stats`, `.finish_reason`):
+    a `%%llm_chat` cell without the view. The model's conversation goes on (`%llm_history` shows
+    the turn); `new` starts a fresh one, `system` sets its system message; the options
+    (`CHAT_OPTIONS`) default to the session's settings, as the flags do."""
+    from argparse import Namespace
+
+    from .magics.chat import interrupted
+    from .magics.settings import configure_engine, generation_options
+
+    unknown = sorted(set(options) - set(CHAT_OPTIONS))
+    if unknown:
+        raise InvalidOption(f"chat() has no option {', '.join(unknown)}; it takes {', '.join(CHAT_OPTIONS)}.")
+    magics = _current_magics()
+    engine = require(magics.registry.get(name), Chats, "llm_magics.chat")
+    if not isinstance(message, str) or not message.strip():
+        raise InvalidOption("chat() needs a message: a non-empty str.")
+    check_text(message.strip(), "The message")
+    if system:
+        check_text(system, "system")
+    configure_engine(magics, engine)
+    chosen = generation_options(magics, Namespace(**{flag: options.get(flag) for flag in CHAT_OPTIONS}))
+    session, prepared = magics.prepare_turn(engine, message.strip(), chosen, system=system, new=new)
+    reply = session.respond(prepared, chosen)
+    if new:
+        engine.adopt(session)
+    if reply.interrupted:
+        raise interrupted(reply)
+    return reply
 
 
 def estimate(model: str | None = None, **plan_options: Any) -> Any:
@@ -162,9 +205,11 @@ def tokenize(text: str, name: str | None = None) -> list[Any]:
 
 
 __all__ = [
+    "CHAT_OPTIONS",
     "__version__",
     "architecture",
     "attention",
+    "chat",
     "compute_dtype",
     "estimate",
     "get_entry",

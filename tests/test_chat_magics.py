@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import llm_magics
+from llm_magics.values import FinishReason
 from tests.helpers import (
     FakeClock,
     RaiseOnForward,
@@ -217,6 +218,79 @@ def test_complete_continues_the_text_and_leaves_the_conversation_alone(shell, ba
     final = captured.outputs[-1].data
     assert final["text/plain"].startswith("Once upon a time" + expected)
     assert conversation(shell, "base") == []
+
+
+# -- the Python API: llm_magics.chat ------------------------------------------------------------
+
+
+def test_chat_from_python_is_a_turn_of_the_same_conversation(shell, tiny):
+    reply = llm_magics.chat(QUESTION, temperature=0, max_new_tokens=10)
+    assert reply.text == plain_workflow(tiny, [{"role": "user", "content": QUESTION}], 10)
+    assert reply.stats.new_tokens == 10 and reply.finish_reason is FinishReason.LENGTH
+    assert conversation(shell) == [
+        {"role": "user", "content": QUESTION},
+        {"role": "assistant", "content": reply.text},
+    ]
+    # A cell goes on from it, and Python from the cell.
+    result, _ = chat(shell, "And of Italy?", "--temperature 0 --max-new-tokens 6")
+    assert result.success
+    again = llm_magics.chat("Thanks", tiny, temperature=0, max_new_tokens=6)
+    assert conversation(shell)[-2:] == [
+        {"role": "user", "content": "Thanks"},
+        {"role": "assistant", "content": again.text},
+    ]
+    assert again.text == plain_workflow(tiny, conversation(shell)[:-1], 6)
+
+
+def test_chat_from_python_takes_new_system_and_the_session_defaults(shell, tiny):
+    llm_magics.chat("Hello", max_new_tokens=4)
+    magics(shell).max_new_tokens = 5
+    reply = llm_magics.chat(QUESTION, new=True, system="Answer in one word.", temperature=0)
+    messages = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": QUESTION}]
+    assert conversation(shell) == [*messages, {"role": "assistant", "content": reply.text}]
+    assert reply.stats.new_tokens == 5 and reply.text == plain_workflow(tiny, messages, 5)
+
+
+@pytest.mark.parametrize(
+    "call, error, fragment",
+    [
+        (lambda: llm_magics.chat("Hi", max_tokens=5), "InvalidOption", "max_new_tokens"),
+        (lambda: llm_magics.chat("   "), "InvalidOption", "needs a message"),
+        (lambda: llm_magics.chat(["Hi"]), "InvalidOption", "needs a message"),
+        (lambda: llm_magics.chat("Hi", temperature=-1), "InvalidOption", "temperature"),
+        (lambda: llm_magics.chat("Hi", max_new_tokens=10**9), "InvalidOption", "max-new-tokens"),
+        (lambda: llm_magics.chat("Hi \ud800", max_new_tokens=4), "InvalidOption", "message"),
+        (lambda: llm_magics.chat("Hi", "nobody"), "NotLoaded", "nobody"),
+        (lambda: llm_magics.chat("word " * 5000, max_new_tokens=4), "InvalidOption", "context"),
+    ],
+)
+def test_bad_input_to_chat_from_python_is_one_line_and_changes_nothing(shell, tiny, call, error, fragment):
+    llm_magics.chat("Hello", max_new_tokens=4)
+    before = [dict(m) for m in conversation(shell)]
+    with pytest.raises(Exception) as raised:
+        call()
+    assert type(raised.value).__name__ == error and fragment in str(raised.value), raised.value
+    assert "\n" not in str(raised.value)
+    assert conversation(shell) == before and magics(shell).registry.names() == [tiny]
+
+
+def test_chat_from_python_on_a_tokenizer_alone_says_it_cannot(shell, tiny_models):
+    run(shell, f"%llm_load {tiny_models['llama']} --tokenizer-only --as tok")
+    with pytest.raises(Exception, match="tok") as raised:
+        llm_magics.chat("Hi")
+    assert "\n" not in str(raised.value)
+
+
+def test_an_interrupted_chat_from_python_ends_the_cell_and_keeps_the_partial_reply(shell, tiny):
+    model, _ = llm_magics.get_model(tiny)
+    hook = model.register_forward_hook(RaiseOnForward(KeyboardInterrupt(), on_call=4))
+    try:
+        with pytest.raises(Exception, match="the partial reply is kept") as raised:
+            llm_magics.chat("Tell me a story", max_new_tokens=30)
+    finally:
+        hook.remove()
+    assert type(raised.value).__name__ == "GenerationInterrupted"
+    assert len(conversation(shell)) == 2 and conversation(shell)[-1]["content"]
 
 
 # -- streaming and display --------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_magics import claims
+from llm_magics.lessons import claims
 from llm_magics.engines.transformers.hardware import Hardware
 from llm_magics.errors import InvalidOption
 

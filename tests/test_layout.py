@@ -26,7 +26,7 @@ LAYERS = (
     ("errors", "interpolate", "bytelevel", "conversation", "hub", "values", "prompts"),
     ("engines",),
     # What the magics show, computed from an engine: IPython-free.
-    ("registry", "tokens", "next_token", "inside", "code", "claims"),
+    ("registry", "tokens", "next_token", "inside", "code", "lessons"),
     ("display",),
     ("magics",),
     # The package itself: %load_ext and the public Python API.

@@ -162,20 +162,10 @@ class ChatMagics(SharedSettings):
             check_text(args.system, "--system")
         # Every model's turn is prepared before any generates: a message that does not fit one of
         # them changes none of the conversations.
-        turns = []
-        for engine in engines:
-            options.validate(engine.context_window())
-            session = engine.new_session() if args.new else engine.session
-            system = args.system
-            if system is None and not session.conversation.messages and self.system_prompt:
-                system = self.system_prompt
-            turns.append(
-                (
-                    engine,
-                    session,
-                    session.prepare(message, max_new_tokens=options.max_new_tokens, system=system),
-                )
-            )
+        turns = [
+            (engine, *self.prepare_turn(engine, message, options, system=args.system, new=args.new))
+            for engine in engines
+        ]
         for engine, _, prepared in turns:
             self._notices(engine, prepared)
         if args.code:
@@ -235,7 +225,7 @@ class ChatMagics(SharedSettings):
             self.user_ns[args.out] = texts
         stopped = next((reply for reply in replies.values() if reply.interrupted), None)
         if stopped is not None:
-            self._raise_interrupted(stopped)
+            raise interrupted(stopped)
 
     @magic_arguments()
     @argument("name", nargs="?", help="Loaded model to use (default: the active one).")
@@ -377,6 +367,18 @@ class ChatMagics(SharedSettings):
         )
         show(AlternativesView(alternatives))
 
+    def prepare_turn(
+        self, engine: Any, message: str, options: GenerationOptions, *, system: str | None, new: bool
+    ) -> tuple[Any, PreparedTurn]:
+        """`engine`'s next turn, checked and prepared (in a fresh session with `new`); its
+        conversation is unchanged until the session responds. A new conversation gets the
+        `system_prompt` trait unless `system` is given."""
+        options.validate(engine.context_window())
+        session = engine.new_session() if new else engine.session
+        if system is None and not session.conversation.messages and self.system_prompt:
+            system = self.system_prompt
+        return session, session.prepare(message, max_new_tokens=options.max_new_tokens, system=system)
+
     def _prepare_generation(
         self, args: Namespace, cell: str, magic: str, capability: type
     ) -> tuple[Engine, GenerationOptions]:
@@ -433,17 +435,17 @@ class ChatMagics(SharedSettings):
         if out:
             self.user_ns[out] = reply.text
         if reply.interrupted:
-            self._raise_interrupted(reply)
+            raise interrupted(reply)
 
-    @staticmethod
-    def _raise_interrupted(reply: Reply) -> None:
 
-        # An error, like any interrupted cell, so that "Run all" stops here.
-        cause = f" because {reply.problem.rstrip('.')}" if reply.problem else ""
-        raise GenerationInterrupted(
-            f"Stopped after {count(reply.stats.new_tokens, 'new token')}{cause}; "
-            + ("nothing was added." if reply.empty else "the partial reply is kept.")
-        )
+def interrupted(reply: Reply) -> GenerationInterrupted:
+    """The error an interrupted reply ends its cell with (like any interrupted cell, so that "Run
+    all" stops there): how far it got, and whether the partial reply is kept."""
+    cause = f" because {reply.problem.rstrip('.')}" if reply.problem else ""
+    return GenerationInterrupted(
+        f"Stopped after {count(reply.stats.new_tokens, 'new token')}{cause}; "
+        + ("nothing was added." if reply.empty else "the partial reply is kept.")
+    )
 
 
 def _code(

@@ -16,10 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .engines.base import Completes, Engine, ScoresTokens, Tokenizes
-from .engines.transformers.hardware import Hardware, detect_hardware
-from .errors import InvalidOption
-from .values import GenerationOptions
+from ..engines.base import Completes, Engine, ScoresTokens, Tokenizes
+from ..engines.transformers.hardware import Hardware, detect_hardware
+from ..errors import InvalidOption
+from ..values import GenerationOptions
 
 #: The lesson's numbers: share of float32's memory, and how much worse perplexity may get.
 LESSON_MEMORY = {"16-bit": 0.50, "4bit": 0.25}  # it gives no figure for 8-bit
