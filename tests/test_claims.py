@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llm_magics.lessons import claims
 from llm_magics.engines.transformers.hardware import Hardware
 from llm_magics.errors import InvalidOption
+from llm_magics.lessons import claims
 
 pytestmark = pytest.mark.torchfree
 
