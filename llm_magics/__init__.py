@@ -8,6 +8,7 @@ extension imports nothing heavy: torch and transformers arrive with the first `%
 
 from __future__ import annotations
 
+from argparse import Namespace
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -112,8 +113,6 @@ def chat(
     a `%%llm_chat` cell without the view. The model's conversation goes on (`%llm_history` shows
     the turn); `new` starts a fresh one, `system` sets its system message; the options
     (`CHAT_OPTIONS`) default to the session's settings, as the flags do."""
-    from argparse import Namespace
-
     from .magics.chat import interrupted
     from .magics.settings import configure_engine, generation_options
 

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from examples import demo
-from llm_magics import claims
+from llm_magics.lessons import claims
 
 HUB_TAG = "raises-exception"
 
