@@ -131,9 +131,10 @@ class EngineSettings:
 
 @dataclass
 class Stats:
-    """What the footer shows. `tokens_per_second` is the decoding rate, after the first token."""
+    """What the footer shows. `tokens_per_second` is the decoding rate, after the first token.
+    `prompt_tokens` is None where a server did not say how many it read."""
 
-    prompt_tokens: int
+    prompt_tokens: int | None
     new_tokens: int = 0
     reused_tokens: int = 0
     time_to_first_token: float | None = None

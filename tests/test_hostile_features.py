@@ -535,6 +535,8 @@ def test_utf16_halves_are_joined_and_lone_ones_replaced(shell, room, bad, tmp_pa
     reply = magics(shell).registry.get("m").session.conversation.messages[-1]["content"]
     assert reply == "smile \U0001f600 lone \ufffd end"
     assert "lone UTF-16 half" in shown_text(captured)
+    # The server sent no usage: the footer leaves the prompt's count out rather than show 0.
+    assert "prompt token" not in shown_text(captured) and "new tokens" in shown_text(captured)
     assert run(shell, "%llm_history m --save chat.json")[0].success
     assert run(shell, "%%llm_chat m\nAgain")[0].success
 
@@ -564,16 +566,26 @@ def test_a_served_id_that_makes_no_name_needs_as(shell, room, bad, tmp_path, ser
     assert run(shell, f"%llm_load --endpoint {server.url} --as odd")[0].success
 
 
+@pytest.mark.parametrize("typed", ["--api-key sk-THEKEY123", "--api-key-env hf_THEKEY123"])
+def test_a_key_typed_where_its_variable_goes_is_never_shown(shell, room, tmp_path, typed):
+    # `--api-key` abbreviates to --api-key-env, so the key itself arrives as the variable's name.
+    line = f"%llm_load --endpoint http://127.0.0.1:1/v1 {typed}"
+    captured = refused(shell, tmp_path, line, "InvalidOption", "not the key itself")
+    assert "THEKEY123" not in shown_text(captured) + captured.stdout + captured.stderr
+
+
 def test_code_on_a_remote_model_is_the_openai_call(shell, served):
     result, captured = run(
         shell, f"%llm_load --endpoint {served.url} --as far2 --api-key-env TEST_CLASS_KEY --code"
     )
     assert result.success and "client.models.list()" in shown_text(captured)
+    assert shown_text(captured).startswith("# The same with the openai client:")
     result, captured = run(shell, "%%llm_chat far --code --max-new-tokens 5\nHi")
     assert result.success
     code = next(
         out.data["text/plain"] for out in captured.outputs if "OpenAI(" in out.data.get("text/plain", "")
     )
+    assert code.startswith("# The same with the openai client:")
     compile(code, "<code>", "exec")
     assert "client.chat.completions.create" in code and KEY not in code and "TEST_CLASS_KEY" in code
     assert "AutoModelForCausalLM" not in shown_html(captured)

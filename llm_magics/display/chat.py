@@ -58,7 +58,9 @@ def footer_text(stats: Stats, finish_reason: FinishReason, model: str | None = N
     """ "tiny · 37 prompt tokens (30 reused) · 8 new tokens · first token 0.12 s · 35.1 tok/s · end of turn"."""
     reused = f" ({stats.reused_tokens} reused)" if stats.reused_tokens else ""
     parts = [model] if model else []
-    parts += [f"{count(stats.prompt_tokens, 'prompt token')}{reused}", count(stats.new_tokens, "new token")]
+    if stats.prompt_tokens is not None:
+        parts.append(f"{count(stats.prompt_tokens, 'prompt token')}{reused}")
+    parts.append(count(stats.new_tokens, "new token"))
     if stats.time_to_first_token is not None:
         parts.append(f"first token {stats.time_to_first_token:.2f} s")
     if stats.tokens_per_second is not None:

@@ -265,6 +265,10 @@ class PipeResult:
         return "".join(parts_html), "\n---\n".join(parts_text)
 
 
+#: `--code`'s title on a model a server runs: there are no weights here, so it is the `openai` call.
+OPENAI_CLIENT = "The same with the openai client:"
+
+
 class CodeBlock:
     """`--code`: the plain transformers code behind a magic, as text and as a plain `<pre>`."""
 
@@ -285,4 +289,4 @@ class CodeBlock:
         }
 
 
-__all__ = ["CodeBlock", "PipeResult"]
+__all__ = ["OPENAI_CLIENT", "CodeBlock", "PipeResult"]

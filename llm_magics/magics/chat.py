@@ -31,7 +31,7 @@ from ..display.chat import (
     footer_text,
 )
 from ..display.notice import NoticeKind
-from ..display.pipe import CodeBlock
+from ..display.pipe import OPENAI_CLIENT, CodeBlock
 from ..engines.base import Chats, Completes, Engine, require
 from ..engines.remote import RemoteEngine
 from ..engines.transformers import TransformersEngine
@@ -173,7 +173,7 @@ class ChatMagics(SharedSettings):
             source = _code(engine, options, messages=prepared.messages, plain=prepared.plain_template)
             if args.alternatives and not isinstance(engine, RemoteEngine):
                 source += "\n" + code.alternatives_code(options, runners)
-            show(CodeBlock(source))
+            show(_code_block(engine, source))
         if len(turns) == 1:
             engine, session, prepared = turns[0]
             with self._stream(ReplyView, args) as stream:
@@ -251,7 +251,7 @@ class ChatMagics(SharedSettings):
         prompt = text[:-1] if text.endswith("\n") else text
         check_text(prompt, "The prompt")
         if args.code:
-            show(CodeBlock(_code(engine, options, prompt=prompt)))
+            show(_code_block(engine, _code(engine, options, prompt=prompt)))
 
         def view(continuation: str, footer: str, state: ViewState) -> Any:
             return CompletionView(prompt, continuation, footer, state)
@@ -469,6 +469,10 @@ def _code(
         return code.chat_code(plan, messages, options, plain_template=plain, fallback=fallback)
     assert prompt is not None
     return code.complete_code(plan, prompt, options, fallback=fallback)
+
+
+def _code_block(engine: Engine, source: str) -> CodeBlock:
+    return CodeBlock(source, OPENAI_CLIENT) if isinstance(engine, RemoteEngine) else CodeBlock(source)
 
 
 def _footer(reply: Reply, engine: Engine) -> str:

@@ -13,7 +13,7 @@ from traitlets import Float, observe
 from ..code import load_code, remote_load_code
 from ..display.cards import EstimateTable, ModelCard, RegistryTable, format_bytes
 from ..display.notice import Notice, NoticeKind, StatusLine
-from ..display.pipe import CodeBlock
+from ..display.pipe import OPENAI_CLIENT, CodeBlock
 from ..engines import remote
 from ..engines.base import HoldsModel
 from ..engines.transformers.loading import load_model
@@ -196,7 +196,8 @@ class ModelMagics(SharedSettings):
                 "add --as NAME (letters, digits, '.', '_' and '-')."
             )
         if args.code:
-            show(CodeBlock(remote_load_code(engine.endpoint.api, engine.model, engine.key_variable)))
+            code = remote_load_code(engine.endpoint.api, engine.model, engine.key_variable)
+            show(CodeBlock(code, OPENAI_CLIENT))
         if engine.name in self.registry and not args.reload:
             engine.close()
             show(

@@ -15,6 +15,10 @@ from ...errors import InvalidOption
 #: Read when `--api-key-env` is not given, if it is set (as the `openai` client itself does).
 DEFAULT_KEY_VARIABLE = "OPENAI_API_KEY"
 
+#: How environment variables are conventionally named. An unset `--api-key-env` value of another
+#: shape may be the key itself (`--api-key sk-...` abbreviates to it), so it is never echoed.
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -112,6 +116,12 @@ def read_api_key(
     `OPENAI_API_KEY` is used when set, else no key."""
     if variable:
         value = environ.get(variable)
+        if not value and not _VARIABLE_NAME.fullmatch(variable):
+            raise InvalidOption(
+                "--api-key-env takes the name of an environment variable that holds the key, such as "
+                "OPENAI_API_KEY, not the key itself (what was given is not shown; take it out of the "
+                "cell): set os.environ['MY_KEY'] = getpass.getpass() and give --api-key-env MY_KEY."
+            )
         if not value:
             raise InvalidOption(
                 f"--api-key-env {variable}: that environment variable is not set. Set it before starting "

@@ -347,13 +347,15 @@ class RemoteEngine:
         )
 
     def _stats(self, read: StreamedReply, seconds: float) -> Stats:
-        stats = Stats(prompt_tokens=0, seconds=seconds, time_to_first_token=read.first_piece_after)
+        stats = Stats(prompt_tokens=None, seconds=seconds, time_to_first_token=read.first_piece_after)
         if read.usage is not None:
-            stats.prompt_tokens = int(getattr(read.usage, "prompt_tokens", 0) or 0)
+            said = getattr(read.usage, "prompt_tokens", None)
+            stats.prompt_tokens = None if said is None else int(said)
             stats.new_tokens = int(getattr(read.usage, "completion_tokens", 0) or 0)
             return stats
-        # An interrupted stream has no usage: count the text with a local tokenizer where there is
-        # one, else the chunks (servers send about one token each). The prompt's count is unknown (0).
+        # An interrupted stream, or a server that sends no usage: count the text with a local
+        # tokenizer where there is one, else the chunks (servers send about one token each). The
+        # prompt's count is unknown, and the footer leaves it out rather than show 0.
         counted = self._count_text(read.text) if read.text else 0
         stats.new_tokens = read.pieces if counted is None else counted
         return stats
