@@ -431,6 +431,7 @@ ENDPOINT_CASES = (
             "InvalidOption",
             "not set",
         ),
+        ('%llm_load --endpoint http://127.0.0.1:1/v1 --api-key-env ""', "InvalidOption", "needs the name"),
         ("%llm_load --endpoint", "UsageError", "expected one argument"),
     ]
 )

@@ -108,7 +108,7 @@ class ModelMagics(SharedSettings):
         if args.endpoint is not None:
             self._load_remote(args)
             return
-        if args.api_key_env or args.tokenizer:
+        if args.api_key_env is not None or args.tokenizer is not None:
             raise InvalidOption("--api-key-env and --tokenizer go with --endpoint URL.")
         source = resolve_source(args.model, tokenizer_only=args.tokenizer_only)
         plan = plan_from_flags(self, source, args, revision=args.revision, tokenizer_only=args.tokenizer_only)

@@ -114,7 +114,11 @@ def read_api_key(
 ) -> tuple[str | None, str | None]:
     """(key, the variable it came from). The named variable must be set; without a name,
     `OPENAI_API_KEY` is used when set, else no key."""
-    if variable:
+    if variable == "":
+        raise InvalidOption(
+            "--api-key-env needs the name of an environment variable, such as OPENAI_API_KEY."
+        )
+    if variable is not None:
         value = environ.get(variable)
         if not value and not _VARIABLE_NAME.fullmatch(variable):
             raise InvalidOption(
